@@ -1,0 +1,784 @@
+"""The use cases of CallFS, orchestrating the ports.
+
+Every use case follows the same shape: canonical path -> metadata of the path
+and its ancestors -> permissions -> preconditions -> (body) -> lock -> re-check
+-> backend -> metadata -> unlock. The engine never touches HTTP: callers pass
+parsed values and receive inodes, readers and core errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from datetime import timedelta
+
+import attrs
+
+from callfs_core import permissions as perms
+from callfs_core.conditions import evaluate_preconditions, resolve_range
+from callfs_core.content_types import choose_content_type
+from callfs_core.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    DigestMismatch,
+    DirectoryNotEmpty,
+    InvalidRequest,
+    IsADirectory,
+    LinkAlreadyUsed,
+    LinkExpired,
+    LinkInvalid,
+    LinkNotFound,
+    NotADirectory,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+)
+from callfs_core.listing import child_cursor, listing_key, subtree_may_follow
+from callfs_core.model import (
+    ROOT_GROUP,
+    ROOT_MODE,
+    ROOT_USER,
+    ByteRange,
+    Identity,
+    Inode,
+    Kind,
+    Link,
+    LinkStatus,
+    Preconditions,
+    ReadOptions,
+    WriteMode,
+)
+from callfs_core.paths import ROOT, FsPath
+from callfs_core.ports import (
+    BlobBackendPort,
+    BlobReader,
+    Clock,
+    IdGenerator,
+    LinkSigner,
+    LockPort,
+    MetadataPort,
+    StagedBlob,
+)
+
+__all__ = [
+    "MAX_LINK_EXPIRY_SECONDS",
+    "MAX_LIST_DEPTH",
+    "Digests",
+    "Engine",
+    "EngineConfig",
+    "Listing",
+    "ReadResult",
+    "WriteResult",
+]
+
+log = logging.getLogger("callfs.engine")
+
+MAX_LIST_DEPTH = 1000
+MAX_LINK_EXPIRY_SECONDS = 86400
+DEFAULT_FILE_MODE = 0o644
+DEFAULT_DIR_MODE = 0o755
+
+
+@attrs.frozen
+class EngineConfig:
+    """Settings the use cases depend on."""
+
+    instance_id: str
+    default_backend: str = "localfs"
+    file_op_timeout: float = 10.0
+    max_upload_bytes: int = 10 * 1024**3
+    link_retention: timedelta = timedelta(hours=24)
+
+
+@attrs.frozen
+class Digests:
+    """Digests an uploader announced (raw bytes), verified against the received body.
+
+    Every announced SHA-256 (``Content-Digest`` and ``Repr-Digest`` may both be
+    sent) must match.
+    """
+
+    sha256: tuple[bytes, ...] = ()
+    md5: bytes | None = None
+
+
+@attrs.frozen
+class ReadResult:
+    """A read of a file or directory.
+
+    Files: ``reader`` streams the content (``None`` for HEAD), ``byte_range``
+    is the satisfied range or ``None`` for the whole file. Directories:
+    ``children`` holds the immediate children (``None`` for HEAD).
+    """
+
+    inode: Inode
+    reader: BlobReader | None = None
+    byte_range: ByteRange | None = None
+    children: list[Inode] | None = None
+
+
+@attrs.frozen
+class WriteResult:
+    inode: Inode
+    created: bool
+
+
+@attrs.frozen
+class Listing:
+    """One page of a structured listing."""
+
+    directory: Inode
+    items: list[Inode]
+    next: FsPath | None
+
+
+@attrs.frozen
+class _Lineage:
+    """A path's existing ancestors, its target, and the deepest existing ancestor."""
+
+    ancestors: list[Inode]
+    target: Inode | None
+    complete: bool  # every ancestor exists
+
+    @property
+    def deepest(self) -> Inode:
+        return self.ancestors[-1]
+
+
+def _denied(what: str, path: FsPath) -> PermissionDenied:
+    return PermissionDenied(path, f"permission denied: {what} on {path}")
+
+
+class Engine:
+    """The CallFS use cases. Construct it with adapters for every port.
+
+    Args:
+        metadata: the metadata store (source of truth for the tree).
+        backends: blob backends by name (``localfs``, ``s3``, ...).
+        locks: the lock manager serialising writers.
+        signer: signs and verifies link tokens.
+        clock: the time source.
+        ids: the id generator.
+        config: the engine settings.
+    """
+
+    def __init__(
+        self,
+        *,
+        metadata: MetadataPort,
+        backends: Mapping[str, BlobBackendPort],
+        locks: LockPort,
+        signer: LinkSigner,
+        clock: Clock,
+        ids: IdGenerator,
+        config: EngineConfig,
+    ) -> None:
+        if config.default_backend not in backends:
+            raise ValueError(f"default backend {config.default_backend!r} is not configured")
+        self.metadata = metadata
+        self.backends = dict(backends)
+        self.locks = locks
+        self.signer = signer
+        self.clock = clock
+        self.ids = ids
+        self.config = config
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        """Seed ``/`` (root:root 1777) when the store is empty."""
+        if await self.metadata.get(ROOT) is not None:
+            return
+        now = self.clock.now()
+        root = Inode(
+            path=ROOT,
+            kind=Kind.DIRECTORY,
+            owner=ROOT_USER,
+            group=ROOT_GROUP,
+            mode=ROOT_MODE,
+            mtime=now,
+            ctime=now,
+            backend=self.config.default_backend,
+        )
+        with contextlib.suppress(AlreadyExists):  # another worker seeded it first
+            await self.metadata.create(root)
+
+    # -- helpers ------------------------------------------------------------------
+    def _backend(self, name: str) -> BlobBackendPort:
+        try:
+            return self.backends[name]
+        except KeyError:
+            raise BackendUnavailable(
+                message=f"storage backend {name!r} is not configured"
+            ) from None
+
+    async def _lineage(self, identity: Identity, path: FsPath, *, creating: bool) -> _Lineage:
+        """Fetch ``path`` and its ancestors; require ``x`` on each existing ancestor.
+
+        A missing ancestor is NotFound unless ``creating``; an ancestor that is a
+        file is NotFound for reads and NotADirectory for creates.
+        """
+        wanted = list(path.iter_lineage())
+        found = await self.metadata.get_many(wanted)
+        ancestors: list[Inode] = []
+        for ancestor_path in wanted[:-1]:
+            inode = found.get(ancestor_path)
+            if inode is None:
+                if creating:
+                    return _Lineage(ancestors, None, complete=False)
+                raise NotFound(path)
+            if not inode.is_dir:
+                if creating:
+                    raise NotADirectory(path, "a parent of the path is a file")
+                raise NotFound(path)
+            if not perms.allowed(identity, inode, perms.Access.X):
+                raise _denied("search (x) permission is required", ancestor_path)
+            ancestors.append(inode)
+        target = found.get(path) if not path.is_root else found.get(ROOT)
+        if path.is_root:
+            return _Lineage([], target, complete=True)
+        return _Lineage(ancestors, target, complete=True)
+
+    async def _existing(self, identity: Identity, path: FsPath) -> _Lineage:
+        lineage = await self._lineage(identity, path, creating=False)
+        if lineage.target is None:
+            raise NotFound(path)
+        return lineage
+
+    def _require(self, identity: Identity, inode: Inode, access: perms.Access, what: str) -> None:
+        if not perms.allowed(identity, inode, access):
+            raise _denied(what, inode.path)
+
+    async def _open(self, inode: Inode, byte_range: ByteRange | None) -> BlobReader:
+        backend = self._backend(inode.backend)
+        try:
+            return await backend.open(inode.path, byte_range)
+        except NotFound:
+            log.error("inconsistency: metadata present but bytes missing for %s", inode.path)
+            raise
+        except IsADirectory:
+            log.error("inconsistency: file metadata but a directory in storage at %s", inode.path)
+            raise NotFound(inode.path) from None
+
+    def _new_attributes(
+        self, identity: Identity, parent: Inode, kind: Kind, mode: int | None
+    ) -> tuple[str, int]:
+        """Group and mode of a new entry (api.md §3.3)."""
+        setgid = bool(parent.mode & perms.SETGID)
+        group = parent.group if setgid else identity.user
+        default = DEFAULT_DIR_MODE if kind is Kind.DIRECTORY else DEFAULT_FILE_MODE
+        result = default if mode is None else mode
+        if setgid and kind is Kind.DIRECTORY:
+            result |= perms.SETGID
+        return group, result
+
+    async def _ensure_parents(
+        self, identity: Identity, path: FsPath, backend: BlobBackendPort
+    ) -> Inode:
+        """Create the missing ancestors of ``path`` (owned by the caller); return its parent."""
+        parent: Inode | None = None
+        for ancestor_path in path.ancestors():
+            existing = await self.metadata.get(ancestor_path)
+            if existing is None:
+                assert parent is not None  # the root always exists
+                existing = await self._create_directory_entry(
+                    identity, ancestor_path, parent, None, backend
+                )
+            if not existing.is_dir:
+                raise NotADirectory(path, "a parent of the path is a file")
+            parent = existing
+        assert parent is not None
+        return parent
+
+    async def _create_directory_entry(
+        self,
+        identity: Identity,
+        path: FsPath,
+        parent: Inode,
+        mode: int | None,
+        backend: BlobBackendPort,
+    ) -> Inode:
+        group, final_mode = self._new_attributes(identity, parent, Kind.DIRECTORY, mode)
+        now = self.clock.now()
+        inode = Inode(
+            path=path,
+            kind=Kind.DIRECTORY,
+            owner=identity.user,
+            group=group,
+            mode=final_mode,
+            mtime=now,
+            ctime=now,
+            backend=backend.name,
+            instance_id=self.config.instance_id if backend.name == "localfs" else None,
+        )
+        await backend.make_directory(path)
+        try:
+            return await self.metadata.create(inode)
+        except AlreadyExists:
+            existing = await self.metadata.get(path)
+            if existing is None:
+                raise
+            return existing
+
+    # -- reads --------------------------------------------------------------------
+    async def stat(self, identity: Identity, path: FsPath) -> Inode:
+        """Return the inode at ``path``; needs ``r`` on it and ``x`` on its ancestors.
+
+        Raises:
+            NotFound, PermissionDenied.
+        """
+        lineage = await self._existing(identity, path)
+        assert lineage.target is not None
+        self._require(identity, lineage.target, perms.Access.R, "read (r) permission is required")
+        return lineage.target
+
+    async def read(
+        self, identity: Identity, path: FsPath, options: ReadOptions = ReadOptions()
+    ) -> ReadResult:
+        """Read a file (optionally a byte range) or the children of a directory.
+
+        Raises:
+            NotFound, PermissionDenied, PreconditionFailed, NotModified,
+            RangeNotSatisfiable, BackendUnavailable.
+        """
+        inode = await self.stat(identity, path)
+        evaluate_preconditions(options.preconditions, path, inode, safe_method=True)
+        if inode.is_dir:
+            children = None if options.head else await self.metadata.list_children(path)
+            return ReadResult(inode, children=children)
+        byte_range = resolve_range(options.range_header, options.if_range, inode)
+        if options.head:
+            return ReadResult(inode, byte_range=byte_range)
+        reader = await self._open(inode, byte_range)
+        return ReadResult(inode, reader=reader, byte_range=byte_range)
+
+    async def list(
+        self,
+        identity: Identity,
+        path: FsPath,
+        *,
+        recursive: bool = False,
+        max_depth: int = 100,
+        after: FsPath | None = None,
+        limit: int | None = None,
+    ) -> Listing:
+        """A structured listing page (api.md §2.10).
+
+        Raises:
+            InvalidRequest: ``after`` is not a path this listing could contain.
+            NotFound, NotADirectory, PermissionDenied.
+        """
+        if after is not None:
+            inside = after.is_within(path) and after != path
+            if not inside or (not recursive and after.parent != path):
+                raise InvalidRequest(f"after {str(after)!r} is not an entry of this listing")
+        lineage = await self._lineage(identity, path, creating=False)
+        directory = lineage.target
+        if directory is not None:
+            self._require(identity, directory, perms.Access.R, "read (r) permission is required")
+        if directory is None:
+            raise NotFound(path)
+        if not directory.is_dir:
+            raise NotADirectory(path)
+        max_depth = min(max(max_depth, 0), MAX_LIST_DEPTH)
+        items: list[Inode] = []
+        more = False
+        wanted = None if limit is None else limit + 1
+        async for inode in self._walk(identity, path, recursive, max_depth, after):
+            items.append(inode)
+            if wanted is not None and len(items) >= wanted:
+                more = True
+                items.pop()
+                break
+        next_cursor = items[-1].path if more and items else None
+        return Listing(directory, items, next_cursor)
+
+    async def _walk(
+        self,
+        identity: Identity,
+        base: FsPath,
+        recursive: bool,
+        max_depth: int,
+        after: FsPath | None,
+    ) -> AsyncIterator[Inode]:
+        """Yield the listing of ``base`` in order, skipping what precedes ``after``."""
+        key = None
+        if after is not None:
+            # An ``after`` that no longer exists is placed as if it were a file.
+            existing = await self.metadata.get(after)
+            key = listing_key(base, after, existing is not None and existing.is_dir)
+        # Each queue entry: (directory path, its segments below base, its depth).
+        pending: list[tuple[FsPath, tuple[str, ...], int]] = [(base, (), 0)]
+        while pending:
+            directory, parts, depth = pending.pop(0)
+            cursor = None if key is None else child_cursor(key, parts)
+            children = await self.metadata.list_children(directory, after=cursor)
+            subdirs: list[tuple[FsPath, tuple[str, ...], int]] = []
+            for child in children:
+                if key is None or listing_key(base, child.path, child.is_dir) > key:
+                    yield child
+            if not recursive:
+                return
+            if cursor is not None:
+                # Directories skipped by the cursor may still hold later blocks.
+                children = await self.metadata.list_children(directory)
+            for child in children:
+                if not child.is_dir or depth + 1 > max_depth:
+                    continue
+                if not perms.allowed(identity, child, perms.Access.RX):
+                    continue
+                child_parts = (*parts, child.path.name)
+                if key is not None and not subtree_may_follow(key, child_parts):
+                    continue
+                subdirs.append((child.path, child_parts, depth + 1))
+            # Pre-order of directories: this directory's subdirectories come
+            # before the directories queued after it.
+            pending[0:0] = subdirs
+
+    # -- writes -------------------------------------------------------------------
+    async def create_directory(
+        self, identity: Identity, path: FsPath, *, mode: int | None = None
+    ) -> WriteResult:
+        """Create a directory and any missing parents (POST to a URL ending in ``/``).
+
+        Returns:
+            ``created`` False when a directory already existed (nothing changes).
+
+        Raises:
+            AlreadyExists: a file exists at the path.
+            NotADirectory, PermissionDenied, LockTimeout.
+        """
+        lineage = await self._lineage(identity, path, creating=True)
+        if lineage.target is not None:
+            return self._existing_directory(lineage.target)
+        self._require(
+            identity,
+            lineage.deepest,
+            perms.Access.WX,
+            "write and search (wx) permission is required",
+        )
+        backend = self._backend(self.config.default_backend)
+        async with self.locks.hold(f"dir:{path}", timeout=self.config.file_op_timeout):
+            current = await self.metadata.get(path)
+            if current is not None:
+                return self._existing_directory(current)
+            parent = await self._ensure_parents(identity, path, backend)
+            inode = await self._create_directory_entry(identity, path, parent, mode, backend)
+        if not inode.is_dir:
+            raise AlreadyExists(path, "a file exists at this path")
+        return WriteResult(inode, created=True)
+
+    @staticmethod
+    def _existing_directory(inode: Inode) -> WriteResult:
+        if not inode.is_dir:
+            raise AlreadyExists(inode.path, "a file exists at this path")
+        return WriteResult(inode, created=False)
+
+    async def write_file(
+        self,
+        identity: Identity,
+        path: FsPath,
+        body: AsyncIterable[bytes],
+        *,
+        write_mode: WriteMode,
+        mode: int | None = None,
+        content_type: str | None = None,
+        digests: Digests = Digests(),
+        preconditions: Preconditions = Preconditions(),
+    ) -> WriteResult:
+        """Create (POST, ``WriteMode.CREATE``) or create-or-replace (PUT,
+        ``WriteMode.UPSERT``) a file from a streamed body.
+
+        Headers, permissions and preconditions are checked before the body is
+        read; the body is staged without a lock; the commit happens under the
+        path lock after re-checking existence and preconditions. Any failure
+        leaves the previous content intact.
+
+        Raises:
+            AlreadyExists / IsADirectory: the path is taken (CREATE), or is a directory.
+            NotADirectory, PermissionDenied, PreconditionFailed, PayloadTooLarge,
+            DigestMismatch, LockTimeout, BackendUnavailable.
+        """
+        lineage = await self._lineage(identity, path, creating=True)
+        target = lineage.target
+        self._check_write_target(path, target, write_mode)
+        if target is None:
+            self._require(
+                identity,
+                lineage.deepest,
+                perms.Access.WX,
+                "write and search (wx) permission is required",
+            )
+        else:
+            self._require(identity, target, perms.Access.W, "write (w) permission is required")
+        evaluate_preconditions(preconditions, path, target, safe_method=False)
+        backend = self._backend(
+            target.backend if target is not None else self.config.default_backend
+        )
+        staged = await self._stage(backend, path, body, digests)
+        try:
+            async with self.locks.hold(f"file:{path}", timeout=self.config.file_op_timeout):
+                current = await self.metadata.get(path)
+                self._check_write_target(path, current, write_mode)
+                evaluate_preconditions(preconditions, path, current, safe_method=False)
+                result = await self._commit(
+                    identity, path, backend, staged, current, mode, content_type
+                )
+        except BaseException:
+            await staged.abort()
+            raise
+        return result
+
+    @staticmethod
+    def _check_write_target(path: FsPath, target: Inode | None, write_mode: WriteMode) -> None:
+        if target is None:
+            return
+        if target.is_dir:
+            raise IsADirectory(path, "a directory exists at this path")
+        if write_mode is WriteMode.CREATE:
+            raise AlreadyExists(path, "file already exists, use PUT to update")
+
+    async def _stage(
+        self,
+        backend: BlobBackendPort,
+        path: FsPath,
+        body: AsyncIterable[bytes],
+        digests: Digests,
+    ) -> StagedBlob:
+        md5 = hashlib.md5(usedforsecurity=False) if digests.md5 is not None else None
+        limit = self.config.max_upload_bytes
+
+        async def guarded() -> AsyncIterator[bytes]:
+            received = 0
+            async for chunk in body:
+                received += len(chunk)
+                if received > limit:
+                    raise PayloadTooLarge(limit)
+                if md5 is not None:
+                    md5.update(chunk)
+                yield chunk
+
+        staged = await backend.stage(path, guarded())
+        mismatch = any(d.hex() != staged.info.sha256 for d in digests.sha256) or (
+            md5 is not None and md5.digest() != digests.md5
+        )
+        if mismatch:
+            await staged.abort()
+            raise DigestMismatch(path)
+        return staged
+
+    async def _commit(
+        self,
+        identity: Identity,
+        path: FsPath,
+        backend: BlobBackendPort,
+        staged: StagedBlob,
+        current: Inode | None,
+        mode: int | None,
+        content_type: str | None,
+    ) -> WriteResult:
+        now = self.clock.now()
+        stored_type = choose_content_type(content_type, path.name)
+        if current is not None:
+            await staged.commit()
+            updated = attrs.evolve(
+                current,
+                size=staged.info.size,
+                sha256=staged.info.sha256,
+                content_type=stored_type,
+                mtime=now,
+                ctime=now,
+                backend=backend.name,
+            )
+            inode = await self.metadata.update(updated, expected_version=current.version)
+            if current.backend != backend.name:
+                await self._discard_bytes(current)
+            return WriteResult(inode, created=False)
+        parent = await self._ensure_parents(identity, path, backend)
+        group, final_mode = self._new_attributes(identity, parent, Kind.FILE, mode)
+        inode = Inode(
+            path=path,
+            kind=Kind.FILE,
+            owner=identity.user,
+            group=group,
+            mode=final_mode,
+            mtime=now,
+            ctime=now,
+            size=staged.info.size,
+            content_type=stored_type,
+            sha256=staged.info.sha256,
+            backend=backend.name,
+            instance_id=self.config.instance_id if backend.name == "localfs" else None,
+        )
+        await staged.commit()
+        try:
+            created = await self.metadata.create(inode)
+        except BaseException:
+            await backend.delete(path)
+            raise
+        return WriteResult(created, created=True)
+
+    async def _discard_bytes(self, inode: Inode) -> None:
+        try:
+            backend = self._backend(inode.backend)
+            if inode.is_dir:
+                await backend.remove_directory(inode.path)
+            else:
+                await backend.delete(inode.path)
+        except Exception:  # the metadata is gone already: log, never fail the request
+            log.exception("could not remove the stored bytes of %s", inode.path)
+
+    async def delete(
+        self,
+        identity: Identity,
+        path: FsPath,
+        *,
+        recursive: bool = False,
+        preconditions: Preconditions = Preconditions(),
+    ) -> Inode:
+        """Delete a file or directory (a whole subtree with ``recursive``).
+
+        The metadata goes in one atomic step; bytes are removed afterwards and
+        failures there are only logged.
+
+        Raises:
+            InvalidRequest: the path is ``/``.
+            NotFound, PermissionDenied, PreconditionFailed, DirectoryNotEmpty, LockTimeout.
+        """
+        if path.is_root:
+            raise InvalidRequest("the root directory cannot be deleted")
+        lineage = await self._existing(identity, path)
+        target = lineage.target
+        assert target is not None
+        parent = lineage.deepest
+        self._check_delete(identity, parent, target)
+        if recursive and target.is_dir:
+            await self._check_subtree_delete(identity, target)
+        evaluate_preconditions(preconditions, path, target, safe_method=False)
+        if target.is_dir and not recursive and await self.metadata.list_children(path, limit=1):
+            raise DirectoryNotEmpty(path)
+        lock = f"{'dir' if target.is_dir else 'file'}:{path}"
+        async with self.locks.hold(lock, timeout=self.config.file_op_timeout):
+            current = await self.metadata.get(path)
+            if current is None:
+                raise NotFound(path)
+            evaluate_preconditions(preconditions, path, current, safe_method=False)
+            removed = await self.metadata.delete(path, recursive=recursive)
+        for inode in removed:
+            await self._discard_bytes(inode)
+        return target
+
+    def _check_delete(self, identity: Identity, parent: Inode, target: Inode) -> None:
+        self._require(
+            identity, parent, perms.Access.WX, "write and search (wx) permission is required"
+        )
+        if not perms.sticky_allows(identity, parent, target):
+            raise _denied("only the owner may delete this entry (sticky directory)", target.path)
+
+    async def _check_subtree_delete(self, identity: Identity, top: Inode) -> None:
+        if identity.admin:
+            return
+        subtree = await self.metadata.list_subtree(top.path)
+        directories = {top.path: top} | {i.path: i for i in subtree if i.is_dir}
+        for directory in directories.values():
+            self._require(
+                identity,
+                directory,
+                perms.Access.RWX,
+                "read, write and search (rwx) permission is required",
+            )
+        for inode in subtree:
+            parent = directories[inode.path.parent]
+            if not perms.sticky_allows(identity, parent, inode):
+                raise _denied("only the owner may delete this entry (sticky directory)", inode.path)
+
+    # -- links --------------------------------------------------------------------
+    async def generate_link(
+        self, identity: Identity, path: FsPath, expiry_seconds: int | None
+    ) -> Link:
+        """Create a single-use download link for a file the caller may read.
+
+        ``expiry_seconds`` is ``None`` when the client sent no integer.
+
+        Raises:
+            NotFound, PermissionDenied, IsADirectory, InvalidRequest (expiry).
+        """
+        inode = await self.stat(identity, path)
+        if inode.is_dir:
+            raise IsADirectory(path, "links can only be generated for files")
+        if expiry_seconds is None or not 0 < expiry_seconds <= MAX_LINK_EXPIRY_SECONDS:
+            raise InvalidRequest(
+                f"expiry_seconds must be an integer between 1 and {MAX_LINK_EXPIRY_SECONDS}"
+            )
+        now = self.clock.now()
+        token_id = self.ids.token_id()
+        link = Link(
+            token_id=token_id,
+            path=path,
+            signature=self.signer.sign(token_id, path),
+            expires_at=now + timedelta(seconds=expiry_seconds),
+            created_at=now,
+            created_by=identity.user,
+        )
+        await self.metadata.create_link(link)
+        return link
+
+    async def redeem_link(self, token: str, *, client_ip: str, consume: bool) -> ReadResult:
+        """Check a download token and open its file (api.md §2.12).
+
+        With ``consume`` (GET) the link is marked used atomically after the
+        file was opened; without (HEAD) it stays active and nothing is opened.
+
+        Raises:
+            LinkNotFound, LinkExpired, LinkAlreadyUsed, NotFound, BackendUnavailable.
+        """
+        token_id, dot, signature = token.partition(".")
+        if not dot or not token_id or not signature or len(token) > 256:
+            raise LinkNotFound()
+        link = await self.metadata.get_link(token_id)
+        if link is None:
+            raise LinkNotFound()
+        now = self.clock.now()
+        if now >= link.expires_at:
+            raise LinkExpired()
+        if link.status is LinkStatus.USED:
+            raise LinkAlreadyUsed()
+        if not self.signer.verify(token_id, link.path, signature):
+            raise LinkInvalid()
+        inode = await self.metadata.get(link.path)
+        if inode is None or not inode.is_file:
+            raise NotFound(link.path)
+        if not consume:
+            return ReadResult(inode)
+        reader = await self._open(inode, None)
+        try:
+            won = await self.metadata.consume_link(token_id, used_at=now, client_ip=client_ip)
+        except BaseException:
+            await reader.aclose()
+            raise
+        if not won:
+            await reader.aclose()
+            raise LinkAlreadyUsed()
+        return ReadResult(inode, reader=reader)
+
+    async def cleanup_links(self) -> int:
+        """Delete expired active links and links used before the retention period."""
+        now = self.clock.now()
+        return await self.metadata.cleanup_links(
+            now=now, used_before=now - self.config.link_retention
+        )
+
+    # -- health -------------------------------------------------------------------
+    async def check_health(self) -> dict[str, str]:
+        """Probe the metadata store, the lock service and each backend ('ok' or 'unavailable')."""
+        results: dict[str, str] = {}
+        probes = {"metadata_store": self.metadata.health(), "lock_service": self.locks.health()}
+        probes |= {f"backend:{name}": b.health() for name, b in self.backends.items()}
+        for name, probe in probes.items():
+            try:
+                await probe
+                results[name] = "ok"
+            except Exception:
+                results[name] = "unavailable"
+        return results

@@ -1,0 +1,70 @@
+"""Test and quality sessions. ``nox`` runs them all (the README's test command).
+
+Sessions run in the current environment (the project's virtualenv, created by
+the README command), so nothing is installed twice.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "typecheck", "unit", "contract", "integration"]
+nox.options.error_on_missing_interpreters = True
+
+# The tools of the environment nox itself runs in (the project's virtualenv).
+BIN = Path(sys.executable).parent
+PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+
+
+def tool(name: str) -> str:
+    return str(BIN / name)
+
+
+CONTRACTS = {
+    ("metadata", "memory"): "tests/contract/test_metadata_memory.py",
+    ("metadata", "sqlite"): "tests/contract/test_metadata_sqlite.py",
+    ("blob", "memory"): "tests/contract/test_blob_memory.py",
+    ("blob", "localfs"): "tests/contract/test_blob_localfs.py",
+    ("lock", "local"): "tests/contract/test_lock_local.py",
+    ("signer", "hmac"): "tests/contract/test_signer_hmac.py",
+}
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff, and the import contracts (the core imports no adapter or framework)."""
+    session.run(tool("ruff"), "check", ".", external=True)
+    session.run(tool("ruff"), "format", "--check", ".", external=True)
+    session.run(tool("lint-imports"), external=True)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy (strict on callfs_core)."""
+    packages = ["callfs_core", "callfs_adapters", "callfs_http", "callfs_cli"]
+    session.run(tool("mypy"), *[f"-p={p}" for p in packages], external=True)
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    session.run(*PYTEST, "tests/unit", *session.posargs, external=True)
+
+
+@nox.session
+@nox.parametrize("port,adapter", list(CONTRACTS))
+def contract(session: nox.Session, port: str, adapter: str) -> None:
+    """One port's contract suite against one adapter.
+
+    Example: ``nox -s "contract(port='metadata', adapter='sqlite')"``.
+    """
+    session.run(*PYTEST, CONTRACTS[(port, adapter)], *session.posargs, external=True)
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """The real ``callfs server`` process over TLS, driven with httpx."""
+    session.run(*PYTEST, "tests/integration", *session.posargs, external=True)
