@@ -1,0 +1,281 @@
+"""Prometheus metrics (api.md §5) and the decorators that record them around ports.
+
+The decorators wrap any adapter of a port: they add the per-call metrics and,
+for the metadata store, the ``server.metadata_op_timeout`` bound (a call that
+takes longer becomes BackendUnavailable, so no handler waits forever on a
+stuck database).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import datetime
+from typing import TypeVar
+
+import anyio
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from callfs_core.errors import BackendUnavailable, LockTimeout
+from callfs_core.model import ByteRange, Inode, Link
+from callfs_core.paths import FsPath
+from callfs_core.ports import BlobBackendPort, BlobReader, LockPort, MetadataPort, StagedBlob
+
+__all__ = ["InstrumentedBackend", "InstrumentedLocks", "InstrumentedMetadata", "Metrics"]
+
+T = TypeVar("T")
+
+
+class Metrics:
+    """Every metric of api.md §5, in a registry of its own (plus process collectors)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.http_requests = Counter(
+            "callfs_http_requests_total",
+            "HTTP requests",
+            ["method", "path", "status_code"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "callfs_http_request_duration_seconds",
+            "HTTP request duration",
+            ["method", "path"],
+            registry=r,
+        )
+        self.backend_ops = Counter(
+            "callfs_backend_ops_total",
+            "Storage backend calls",
+            ["backend_type", "operation"],
+            registry=r,
+        )
+        self.backend_duration = Histogram(
+            "callfs_backend_op_duration_seconds",
+            "Storage backend call duration",
+            ["backend_type", "operation"],
+            registry=r,
+        )
+        self.metadata_queries = Counter(
+            "callfs_metadata_db_queries_total", "Metadata store calls", ["operation"], registry=r
+        )
+        self.metadata_duration = Histogram(
+            "callfs_metadata_db_query_duration_seconds",
+            "Metadata store call duration",
+            ["operation"],
+            registry=r,
+        )
+        self.link_generations = Counter(
+            "callfs_single_use_link_generations_total", "Links generated", registry=r
+        )
+        self.link_consumptions = Counter(
+            "callfs_single_use_link_consumptions_total", "Link downloads", ["status"], registry=r
+        )
+        self.lock_ops = Counter(
+            "callfs_lock_operations_total", "Lock operations", ["operation", "status"], registry=r
+        )
+        self.lock_duration = Histogram(
+            "callfs_lock_operation_duration_seconds",
+            "Lock operation duration",
+            ["operation"],
+            registry=r,
+        )
+        self.active_locks = Gauge("callfs_active_locks", "Locks held by this process", registry=r)
+        self.file_ops = Counter(
+            "callfs_file_operations_total",
+            "Successful file operations",
+            ["operation", "backend_type"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "callfs_errors_total",
+            "5xx responses and failed background tasks",
+            ["component", "error_type"],
+            registry=r,
+        )
+
+
+class InstrumentedMetadata:
+    """A MetadataPort decorator: metrics per call and the metadata operation timeout."""
+
+    def __init__(self, inner: MetadataPort, metrics: Metrics, timeout: float) -> None:
+        self.inner = inner
+        self._metrics = metrics
+        self._timeout = timeout
+
+    async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        start = time.perf_counter()
+        try:
+            with anyio.fail_after(self._timeout):
+                return await call()
+        except TimeoutError:
+            raise BackendUnavailable("the metadata store did not answer in time") from None
+        finally:
+            self._metrics.metadata_queries.labels(operation).inc()
+            self._metrics.metadata_duration.labels(operation).observe(time.perf_counter() - start)
+
+    async def get(self, path: FsPath) -> Inode | None:
+        return await self._call("get", lambda: self.inner.get(path))
+
+    async def get_many(self, paths: Sequence[FsPath]) -> dict[FsPath, Inode]:
+        return await self._call("get", lambda: self.inner.get_many(paths))
+
+    async def list_children(
+        self, parent: FsPath, *, after: tuple[bool, str] | None = None, limit: int | None = None
+    ) -> list[Inode]:
+        return await self._call(
+            "list_children", lambda: self.inner.list_children(parent, after=after, limit=limit)
+        )
+
+    async def list_subtree(self, root: FsPath) -> list[Inode]:
+        return await self._call("list_children", lambda: self.inner.list_subtree(root))
+
+    async def create(self, inode: Inode) -> Inode:
+        return await self._call("create", lambda: self.inner.create(inode))
+
+    async def update(self, inode: Inode, *, expected_version: int | None = None) -> Inode:
+        return await self._call(
+            "update", lambda: self.inner.update(inode, expected_version=expected_version)
+        )
+
+    async def delete(self, path: FsPath, *, recursive: bool = False) -> list[Inode]:
+        return await self._call("delete", lambda: self.inner.delete(path, recursive=recursive))
+
+    async def rename(self, source: FsPath, destination: FsPath) -> None:
+        await self._call("rename", lambda: self.inner.rename(source, destination))
+
+    async def create_link(self, link: Link) -> None:
+        await self._call("create_link", lambda: self.inner.create_link(link))
+
+    async def get_link(self, token_id: str) -> Link | None:
+        return await self._call("get_link", lambda: self.inner.get_link(token_id))
+
+    async def consume_link(self, token_id: str, *, used_at: datetime, client_ip: str) -> bool:
+        return await self._call(
+            "consume_link",
+            lambda: self.inner.consume_link(token_id, used_at=used_at, client_ip=client_ip),
+        )
+
+    async def cleanup_links(self, *, now: datetime, used_before: datetime) -> int:
+        return await self._call(
+            "cleanup_links", lambda: self.inner.cleanup_links(now=now, used_before=used_before)
+        )
+
+    async def health(self) -> None:
+        await self._call("get", self.inner.health)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class InstrumentedBackend:
+    """A BlobBackendPort decorator recording backend metrics; storage calls other
+    than body transfers are bounded by ``server.file_op_timeout``."""
+
+    def __init__(self, inner: BlobBackendPort, metrics: Metrics, timeout: float) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._metrics = metrics
+        self._timeout = timeout
+
+    async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        start = time.perf_counter()
+        try:
+            with anyio.fail_after(self._timeout):
+                return await call()
+        except TimeoutError:
+            raise BackendUnavailable("the storage backend did not answer in time") from None
+        finally:
+            self._metrics.backend_ops.labels(self.name, operation).inc()
+            self._metrics.backend_duration.labels(self.name, operation).observe(
+                time.perf_counter() - start
+            )
+
+    async def open(self, path: FsPath, byte_range: ByteRange | None = None) -> BlobReader:
+        return await self._call("open", lambda: self.inner.open(path, byte_range))
+
+    async def stage(self, path: FsPath, chunks: AsyncIterable[bytes]) -> StagedBlob:
+        # The body transfer is bounded by the idle timeouts, not by file_op_timeout.
+        start = time.perf_counter()
+        try:
+            return await self.inner.stage(path, chunks)
+        finally:
+            self._metrics.backend_ops.labels(self.name, "create").inc()
+            self._metrics.backend_duration.labels(self.name, "create").observe(
+                time.perf_counter() - start
+            )
+
+    async def delete(self, path: FsPath) -> None:
+        await self._call("delete", lambda: self.inner.delete(path))
+
+    async def move(self, source: FsPath, destination: FsPath) -> None:
+        await self._call("move", lambda: self.inner.move(source, destination))
+
+    async def stat(self, path: FsPath) -> int | None:
+        return await self._call("stat", lambda: self.inner.stat(path))
+
+    async def make_directory(self, path: FsPath) -> None:
+        await self._call("mkdir", lambda: self.inner.make_directory(path))
+
+    async def remove_directory(self, path: FsPath) -> None:
+        await self._call("delete", lambda: self.inner.remove_directory(path))
+
+    async def health(self) -> None:
+        await self._call("stat", self.inner.health)
+
+
+class InstrumentedLocks:
+    """A LockPort decorator: lock operation metrics and the active-locks gauge."""
+
+    def __init__(self, inner: LockPort, metrics: Metrics) -> None:
+        self.inner = inner
+        self._metrics = metrics
+
+    def _record(self, operation: str, status: str, start: float) -> None:
+        self._metrics.lock_ops.labels(operation, status).inc()
+        self._metrics.lock_duration.labels(operation).observe(time.perf_counter() - start)
+
+    @asynccontextmanager
+    async def _hold(self, names: tuple[str, ...], wait: float) -> AsyncIterator[None]:
+        start = time.perf_counter()
+        manager = self.inner.hold(*names, timeout=wait)
+        try:
+            await manager.__aenter__()
+        except LockTimeout:
+            self._record("acquire", "timeout", start)
+            raise
+        except BaseException:
+            self._record("acquire", "error", start)
+            raise
+        self._record("acquire", "success", start)
+        count = len(set(names))
+        self._metrics.active_locks.inc(count)
+        try:
+            yield
+        except BaseException as exc:
+            released = time.perf_counter()
+            self._metrics.active_locks.dec(count)
+            if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
+                self._record("release", "success", released)
+                raise
+            self._record("release", "success", released)
+        else:
+            released = time.perf_counter()
+            self._metrics.active_locks.dec(count)
+            await manager.__aexit__(None, None, None)
+            self._record("release", "success", released)
+
+    def hold(self, *names: str, timeout: float) -> AbstractAsyncContextManager[None]:
+        return self._hold(names, timeout)
+
+    async def health(self) -> None:
+        await self.inner.health()

@@ -1,0 +1,1 @@
+"""CallFS HTTP layer: a Starlette application around the engine."""

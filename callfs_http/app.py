@@ -1,0 +1,100 @@
+"""The Starlette application: HTTP <-> Engine, nothing else."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from callfs_adapters.metrics import Metrics
+from callfs_core.engine import Engine
+from callfs_core.errors import CallFSError
+from callfs_http import files
+from callfs_http.auth import Authenticator
+from callfs_http.common import HttpSettings, Services
+from callfs_http.directories import directories_endpoint
+from callfs_http.errors import error_body, reply_for
+from callfs_http.links import download_endpoint, generate_endpoint
+from callfs_http.middleware import EdgeMiddleware
+from callfs_http.ratelimit import RateLimiter
+from callfs_http.system import health_endpoint, metrics_endpoint
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("callfs.http")
+
+_COMPONENT = {"LOCK_TIMEOUT": "lock", "PEER_UNAVAILABLE": "proxy"}
+
+
+def _json_error(status: int, code: str, message: str, headers: dict[str, str]) -> Response:
+    return Response(
+        error_body(code, message),
+        status_code=status,
+        headers={"Content-Type": "application/json", **headers},
+    )
+
+
+async def _callfs_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CallFSError)
+    reply = reply_for(exc, request.method)
+    if reply.status >= 500:
+        metrics: Metrics = request.app.state.services.metrics
+        metrics.errors.labels(_COMPONENT.get(reply.code, "backend"), reply.code).inc()
+        log.warning("%s %s: %s (%s)", request.method, request.url.path, reply.code, exc)
+    return _json_error(reply.status, reply.code, reply.message, reply.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        return _json_error(
+            405,
+            "METHOD_NOT_ALLOWED",
+            f"method {request.method} is not allowed for this endpoint",
+            {"Allow": allow},
+        )
+    if exc.status_code == 404:
+        return _json_error(404, "NOT_FOUND", "no such endpoint", {})
+    return _json_error(exc.status_code, "BAD_REQUEST", str(exc.detail), {})
+
+
+def create_app(
+    engine: Engine,
+    settings: HttpSettings,
+    *,
+    authenticator: Authenticator,
+    metrics: Metrics,
+) -> Starlette:
+    """Build the API application around an engine."""
+    routes = [
+        Route("/health", health_endpoint, methods=["GET", "HEAD"]),
+        Route(
+            "/metrics",
+            metrics_endpoint,
+            methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"],
+        ),
+        Route("/v1/files/{path:path}", files.files_endpoint, methods=files.METHODS),
+        Route("/v1/directories/{path:path}", directories_endpoint, methods=["GET", "HEAD"]),
+        Route("/v1/links/generate", generate_endpoint, methods=["POST"]),
+        Route("/download/{token}", download_endpoint, methods=["GET", "HEAD"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(EdgeMiddleware, authenticator=authenticator, metrics=metrics)],
+        exception_handlers={CallFSError: _callfs_error, HTTPException: _http_error},
+    )
+    app.router.redirect_slashes = False
+    app.state.services = Services(
+        engine=engine,
+        settings=settings,
+        metrics=metrics,
+        generate_limiter=RateLimiter(settings.generate_rps, settings.generate_burst),
+        download_limiter=RateLimiter(settings.download_rps, settings.download_burst),
+    )
+    return app

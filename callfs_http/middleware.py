@@ -1,0 +1,137 @@
+"""The edge of every request: request ids, security headers, authentication,
+request metrics and the last-resort 500 (api.md §1.1, §1.4, §1.5, §5)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Final
+
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from callfs_adapters.metrics import Metrics
+from callfs_core.errors import AuthenticationFailed
+from callfs_http.auth import Authenticator
+from callfs_http.errors import error_body, reply_for
+
+__all__ = ["EdgeMiddleware", "route_label"]
+
+log = logging.getLogger("callfs.http")
+
+SECURITY_HEADERS: Final = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"object-src 'none'; base-uri 'self'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+    (
+        b"permissions-policy",
+        b"geolocation=(), microphone=(), camera=(), payment=(), usb=(), magnetometer=(), "
+        b"gyroscope=(), accelerometer=()",
+    ),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-embedder-policy", b"require-corp"),
+]
+HSTS: Final = (b"strict-transport-security", b"max-age=31536000; includeSubDomains; preload")
+_EXACT_ROUTES: Final = frozenset(
+    {"/health", "/ready", "/metrics", "/openapi.json", "/v1/links/generate"}
+)
+_PREFIX_ROUTES: Final = (
+    ("/v1/files/ws/", "/v1/files/ws/*"),
+    ("/v1/files/", "/v1/files/*"),
+    ("/v1/directories/", "/v1/directories/*"),
+    ("/download/", "/download/{token}"),
+)
+
+
+def route_label(path: str) -> str:
+    """The route template used as the ``path`` metric label, never the concrete URL."""
+    if path in _EXACT_ROUTES:
+        return path
+    for prefix, label in _PREFIX_ROUTES:
+        if path.startswith(prefix):
+            return label
+    return "unmatched"
+
+
+def _needs_key(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/metrics"
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, *, authenticator: Authenticator, metrics: Metrics) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        request_id = secrets.token_hex(8)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        method: str = scope["method"]
+        label = route_label(scope["path"])
+        extra = [(b"x-request-id", request_id.encode()), *SECURITY_HEADERS]
+        if scope.get("scheme") == "https":
+            extra.append(HSTS)
+        status_sent: list[int] = []
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_sent.append(message["status"])
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
+                ]
+                message = {**message, "headers": headers + extra}
+            await send(message)
+
+        try:
+            if _needs_key(scope["path"]):
+                headers = dict(scope.get("headers", []))
+                raw = headers.get(b"authorization")
+                try:
+                    state["identity"] = self.authenticator.authenticate(
+                        raw.decode("latin-1") if raw is not None else None
+                    )
+                except AuthenticationFailed as exc:
+                    await self._send_error(send_wrapper, method, exc)
+                    return
+            await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            log.info("client disconnected (request id %s)", request_id)
+        except Exception:
+            log.exception("unhandled error (request id %s)", request_id)
+            self.metrics.errors.labels("http", "INTERNAL_ERROR").inc()
+            if not status_sent:
+                body = error_body(
+                    "INTERNAL_ERROR", f"an internal error occurred (request id {request_id})"
+                )
+                await _send_json(send_wrapper, 500, body, method)
+            else:
+                raise
+        finally:
+            status = str(status_sent[0]) if status_sent else "499"
+            self.metrics.http_requests.labels(method, label, status).inc()
+            self.metrics.http_duration.labels(method, label).observe(time.perf_counter() - start)
+
+    async def _send_error(self, send: Send, method: str, exc: AuthenticationFailed) -> None:
+        reply = reply_for(exc, method)
+        body = error_body(reply.code, reply.message)
+        await _send_json(send, reply.status, body, method, reply.headers)
+
+
+async def _send_json(
+    send: Send, status: int, body: bytes, method: str, headers: dict[str, str] | None = None
+) -> None:
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
