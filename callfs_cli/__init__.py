@@ -1,0 +1,1 @@
+"""The `callfs` command: configuration, composition root and server process."""

@@ -1,0 +1,142 @@
+"""The composition root: the only place that knows which adapter serves which port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dependency_injector import containers, providers
+
+from callfs_adapters.hmac_signer import HmacLinkSigner
+from callfs_adapters.local_lock import LocalLockManager
+from callfs_adapters.localfs import LocalFsBackend
+from callfs_adapters.metrics import (
+    InstrumentedBackend,
+    InstrumentedLocks,
+    InstrumentedMetadata,
+    Metrics,
+)
+from callfs_adapters.sqlite_metadata import SqliteMetadataStore
+from callfs_adapters.system import RandomIdGenerator, SystemClock
+from callfs_cli.config_model import Settings
+from callfs_core.engine import Engine, EngineConfig
+from callfs_core.ports import BlobBackendPort, MetadataPort
+from callfs_http.app import create_app
+from callfs_http.auth import Authenticator, build_identities
+from callfs_http.common import HttpSettings
+
+__all__ = ["Container", "UnsupportedConfiguration"]
+
+VERSION = "0.1.0"
+
+
+class UnsupportedConfiguration(Exception):
+    """The configuration names an adapter this build cannot provide yet."""
+
+
+def _metadata_store(settings: Settings) -> MetadataPort:
+    kind = settings.metadata_store.type
+    if kind == "sqlite":
+        return SqliteMetadataStore(settings.metadata_store.sqlite_path)
+    raise UnsupportedConfiguration(
+        f'metadata_store.type "{kind}" is not available in this release; use "sqlite"'
+    )
+
+
+def _lock_manager(settings: Settings) -> LocalLockManager:
+    if settings.dlm.type != "local":
+        raise UnsupportedConfiguration(
+            f'dlm.type "{settings.dlm.type}" is not available in this release; use "local"'
+        )
+    return LocalLockManager()
+
+
+def _backends(settings: Settings, metrics: Metrics) -> dict[str, BlobBackendPort]:
+    backends: dict[str, BlobBackendPort] = {}
+    timeout = settings.server.file_op_timeout
+    if settings.backend.localfs_root_path:
+        local = LocalFsBackend(str(Path(settings.backend.localfs_root_path)))
+        backends["localfs"] = InstrumentedBackend(local, metrics, timeout)
+    if settings.backend.s3_bucket_name:
+        raise UnsupportedConfiguration("the s3 backend is not available in this release")
+    if settings.backend.default_backend not in backends:
+        raise UnsupportedConfiguration(
+            f"backend.default_backend is {settings.backend.default_backend!r} but that backend "
+            "is disabled (set backend.localfs_root_path)"
+        )
+    return backends
+
+
+def _engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        instance_id=settings.instance_discovery.instance_id,
+        default_backend=settings.backend.default_backend,
+        file_op_timeout=settings.server.file_op_timeout,
+        max_upload_bytes=settings.server.max_upload_bytes,
+    )
+
+
+def _http_settings(settings: Settings) -> HttpSettings:
+    rl = settings.rate_limit
+    return HttpSettings(
+        external_url=settings.server.external_url,
+        max_upload_bytes=settings.server.max_upload_bytes,
+        generate_rps=rl.generate_rps,
+        generate_burst=rl.generate_burst,
+        download_rps=rl.download_rps,
+        download_burst=rl.download_burst,
+        version=VERSION,
+    )
+
+
+def _authenticator(settings: Settings) -> Authenticator:
+    auth = settings.auth
+    return Authenticator(
+        build_identities(
+            api_keys=auth.api_keys,
+            api_key_users=auth.api_key_users,
+            internal_proxy_secret=auth.internal_proxy_secret,
+            groups=auth.groups,
+            admin_users=auth.admin_users,
+        )
+    )
+
+
+class Container(containers.DeclarativeContainer):
+    """Builds the object graph from one validated :class:`Settings`."""
+
+    settings = providers.Dependency(instance_of=Settings)
+    metrics = providers.Singleton(Metrics)
+    clock = providers.Singleton(SystemClock)
+    ids = providers.Singleton(RandomIdGenerator)
+    raw_metadata = providers.Singleton(_metadata_store, settings)
+    metadata = providers.Singleton(
+        InstrumentedMetadata,
+        raw_metadata,
+        metrics,
+        providers.Callable(lambda s: s.server.metadata_op_timeout, settings),
+    )
+    locks = providers.Singleton(
+        InstrumentedLocks, providers.Singleton(_lock_manager, settings), metrics
+    )
+    backends = providers.Singleton(_backends, settings, metrics)
+    signer = providers.Singleton(
+        HmacLinkSigner, providers.Callable(lambda s: s.auth.single_use_link_secret, settings)
+    )
+    engine = providers.Singleton(
+        Engine,
+        metadata=metadata,
+        backends=backends,
+        locks=locks,
+        signer=signer,
+        clock=clock,
+        ids=ids,
+        config=providers.Callable(_engine_config, settings),
+    )
+    authenticator = providers.Singleton(_authenticator, settings)
+    app = providers.Singleton(
+        create_app,
+        engine,
+        providers.Callable(_http_settings, settings),
+        authenticator=authenticator,
+        metrics=metrics,
+    )
