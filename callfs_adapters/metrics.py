@@ -8,6 +8,7 @@ stuck database).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -23,6 +24,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from callfs_core.errors import BackendUnavailable, LockTimeout
 from callfs_core.model import ByteRange, Inode, Link
@@ -34,13 +36,42 @@ __all__ = ["InstrumentedBackend", "InstrumentedLocks", "InstrumentedMetadata", "
 T = TypeVar("T")
 
 
+def multiprocess_enabled() -> bool:
+    """Whether metric values go to files shared by the worker processes.
+
+    prometheus_client decides this when it is imported, from the
+    ``PROMETHEUS_MULTIPROC_DIR`` environment variable that the supervisor of a
+    multi-worker server sets before starting the workers.
+    """
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def exposition_registry() -> CollectorRegistry:
+    """A registry that reads the values of every worker process."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
 class Metrics:
-    """Every metric of api.md §5, in a registry of its own (plus process collectors)."""
+    """Every metric of api.md §5, in a registry of its own.
+
+    Single process: ``registry`` also holds the standard process and platform
+    collectors and is what ``/metrics`` serves. With several workers
+    (:func:`multiprocess_enabled`), values are shared through files and
+    ``registry`` aggregates all workers; per-process collectors would describe
+    only the answering worker and are left out.
+    """
 
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
+        r = CollectorRegistry()
+        self.shared = multiprocess_enabled()
+        if self.shared:
+            self.registry = exposition_registry()
+        else:
+            self.registry = r
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
         self.http_requests = Counter(
             "callfs_http_requests_total",
             "HTTP requests",
@@ -89,7 +120,12 @@ class Metrics:
             ["operation"],
             registry=r,
         )
-        self.active_locks = Gauge("callfs_active_locks", "Locks held by this process", registry=r)
+        self.active_locks = Gauge(
+            "callfs_active_locks",
+            "Locks held by this process",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.file_ops = Counter(
             "callfs_file_operations_total",
             "Successful file operations",

@@ -25,6 +25,7 @@ __all__ = [
     "LinkSigner",
     "LockPort",
     "MetadataPort",
+    "RateLimitPort",
     "StagedBlob",
 ]
 
@@ -282,6 +283,22 @@ class LockPort(Protocol):
 
     async def health(self) -> None:
         """Raise BackendUnavailable when the lock service is unreachable."""
+        ...
+
+
+class RateLimitPort(Protocol):
+    """Per-key (client IP) token buckets shared by every worker of an instance."""
+
+    async def acquire(self, key: str) -> float | None:
+        """Take one token for ``key``.
+
+        Returns:
+            ``None`` when admitted, else the whole seconds (>= 1) to wait.
+        """
+        ...
+
+    async def sweep(self) -> None:
+        """Forget keys idle for more than 10 minutes."""
         ...
 
 

@@ -1,0 +1,206 @@
+"""A dict-backed ``MetadataPort`` for tests and the embedded in-memory mode.
+
+Every method runs without awaiting in the middle of a mutation, so each one
+is atomic with respect to the other tasks of the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import attrs
+
+from callfs_core.errors import (
+    AlreadyExists,
+    Conflict,
+    DirectoryNotEmpty,
+    InvalidRequest,
+    NotADirectory,
+    NotFound,
+)
+from callfs_core.model import Inode, Link, LinkStatus
+from callfs_core.paths import FsPath
+from callfs_core.ports import MetadataPort
+
+__all__ = ["InMemoryMetadataStore"]
+
+ChildKey = tuple[bool, str]
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("datetimes stored in the metadata must be timezone-aware")
+    return moment.astimezone(UTC)
+
+
+def _normalise(inode: Inode, version: int) -> Inode:
+    return attrs.evolve(inode, mtime=_utc(inode.mtime), ctime=_utc(inode.ctime), version=version)
+
+
+def _normalise_link(link: Link) -> Link:
+    return attrs.evolve(
+        link,
+        expires_at=_utc(link.expires_at),
+        created_at=_utc(link.created_at),
+        used_at=None if link.used_at is None else _utc(link.used_at),
+    )
+
+
+def _child_key(inode: Inode) -> ChildKey:
+    return (inode.is_dir, inode.path.name)
+
+
+class InMemoryMetadataStore:
+    """Inodes and links in dictionaries; passes the ``MetadataContract`` suite.
+
+    Children are indexed per parent so that listing a directory does not scan
+    the whole tree.
+    """
+
+    def __init__(self) -> None:
+        self._inodes: dict[FsPath, Inode] = {}
+        self._children: dict[FsPath, dict[FsPath, Inode]] = {}
+        self._links: dict[str, Link] = {}
+
+    # -- inodes ---------------------------------------------------------------
+    async def get(self, path: FsPath) -> Inode | None:
+        return self._inodes.get(path)
+
+    async def get_many(self, paths: Sequence[FsPath]) -> dict[FsPath, Inode]:
+        return {path: self._inodes[path] for path in paths if path in self._inodes}
+
+    async def list_children(
+        self,
+        parent: FsPath,
+        *,
+        after: tuple[bool, str] | None = None,
+        limit: int | None = None,
+    ) -> list[Inode]:
+        children = sorted(self._children.get(parent, {}).values(), key=_child_key)
+        if after is not None:
+            children = [child for child in children if _child_key(child) > after]
+        return children if limit is None else children[: max(limit, 0)]
+
+    async def list_subtree(self, root: FsPath) -> list[Inode]:
+        return self._subtree(root)
+
+    async def create(self, inode: Inode) -> Inode:
+        path = inode.path
+        if path in self._inodes:
+            raise AlreadyExists(path)
+        self._check_parent(path)
+        stored = _normalise(inode, 1)
+        self._put(stored)
+        return stored
+
+    async def update(self, inode: Inode, *, expected_version: int | None = None) -> Inode:
+        current = self._inodes.get(inode.path)
+        if current is None:
+            raise NotFound(inode.path)
+        if expected_version is not None and current.version != expected_version:
+            raise Conflict(inode.path)
+        stored = _normalise(inode, current.version + 1)
+        self._put(stored)
+        return stored
+
+    async def delete(self, path: FsPath, *, recursive: bool = False) -> list[Inode]:
+        inode = self._inodes.get(path)
+        if inode is None:
+            raise NotFound(path)
+        below = self._subtree(path)
+        if below and not recursive:
+            raise DirectoryNotEmpty(path)
+        removed = sorted([inode, *below], key=lambda node: (-node.path.depth, str(node.path)))
+        for node in removed:
+            self._drop(node.path)
+        return removed
+
+    async def rename(self, source: FsPath, destination: FsPath) -> None:
+        if source.is_root or destination.is_root:
+            raise InvalidRequest("cannot rename or move the root directory")
+        if destination != source and destination.is_within(source):
+            raise InvalidRequest("cannot move a path into itself")
+        if source not in self._inodes:
+            raise NotFound(source)
+        if destination in self._inodes:
+            raise AlreadyExists(destination)
+        self._check_parent(destination)
+        moved = [self._inodes[source], *self._subtree(source)]
+        # Rebase first: it may refuse an over-long path, and nothing has changed yet.
+        rebased = [attrs.evolve(node, path=node.path.rebase(source, destination)) for node in moved]
+        for node in moved:
+            self._drop(node.path)
+        for node in rebased:
+            self._put(node)
+
+    def _subtree(self, root: FsPath) -> list[Inode]:
+        return [
+            inode for path, inode in self._inodes.items() if path != root and path.is_within(root)
+        ]
+
+    def _check_parent(self, path: FsPath) -> None:
+        if path.is_root:
+            return
+        parent = self._inodes.get(path.parent)
+        if parent is None:
+            raise NotFound(path.parent, "the parent directory does not exist")
+        if not parent.is_dir:
+            raise NotADirectory(path.parent)
+
+    def _put(self, inode: Inode) -> None:
+        self._inodes[inode.path] = inode
+        if not inode.path.is_root:
+            self._children.setdefault(inode.path.parent, {})[inode.path] = inode
+
+    def _drop(self, path: FsPath) -> None:
+        del self._inodes[path]
+        if path.is_root:
+            return
+        siblings = self._children[path.parent]
+        del siblings[path]
+        if not siblings:
+            del self._children[path.parent]
+
+    # -- links ----------------------------------------------------------------
+    async def create_link(self, link: Link) -> None:
+        if link.token_id in self._links:
+            raise AlreadyExists(link.path, "a link with this token already exists")
+        self._links[link.token_id] = _normalise_link(link)
+
+    async def get_link(self, token_id: str) -> Link | None:
+        return self._links.get(token_id)
+
+    async def consume_link(self, token_id: str, *, used_at: datetime, client_ip: str) -> bool:
+        link = self._links.get(token_id)
+        if link is None or link.status is not LinkStatus.ACTIVE:
+            return False
+        self._links[token_id] = attrs.evolve(
+            link, status=LinkStatus.USED, used_at=_utc(used_at), used_by_ip=client_ip
+        )
+        return True
+
+    async def cleanup_links(self, *, now: datetime, used_before: datetime) -> int:
+        doomed = [
+            token_id
+            for token_id, link in self._links.items()
+            if (link.status is LinkStatus.ACTIVE and link.expires_at <= now)
+            or (
+                link.status is LinkStatus.USED
+                and link.used_at is not None
+                and link.used_at < used_before
+            )
+        ]
+        for token_id in doomed:
+            del self._links[token_id]
+        return len(doomed)
+
+    # -- lifecycle ------------------------------------------------------------
+    async def health(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+_check: type[MetadataPort] = InMemoryMetadataStore

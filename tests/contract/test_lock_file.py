@@ -1,0 +1,98 @@
+"""The cross-process file lock manager passes the LockPort contract, also between processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from callfs_adapters.file_lock import FileLockManager
+from callfs_core.errors import LockTimeout
+from callfs_core.testing import LockContract
+
+
+class TestFileLocks(LockContract):
+    @pytest.fixture
+    def locks(self, tmp_path: Path) -> FileLockManager:
+        manager = FileLockManager(str(tmp_path / "locks"))
+        manager.open()
+        return manager
+
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _hold_in_child(folder: str, ready: object, release: object) -> None:
+    async def main() -> None:
+        manager = FileLockManager(folder)
+        async with manager.hold("/shared", timeout=5):
+            ready.set()  # type: ignore[attr-defined]
+            release.wait(10)  # type: ignore[attr-defined]
+
+    anyio.run(main)
+
+
+async def test_excludes_another_process(tmp_path: Path) -> None:
+    folder = str(tmp_path / "locks")
+    manager = FileLockManager(folder)
+    manager.open()
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    child = context.Process(target=_hold_in_child, args=(folder, ready, release))
+    child.start()
+    try:
+        assert await anyio.to_thread.run_sync(ready.wait, 20)
+        with pytest.raises(LockTimeout):
+            async with manager.hold("/shared", timeout=0.1):
+                pass
+        async with manager.hold("/other", timeout=0.1):
+            pass
+        release.set()
+        started = time.monotonic()
+        async with manager.hold("/shared", timeout=10):
+            waited = time.monotonic() - started
+        assert waited < 5
+    finally:
+        release.set()
+        await anyio.to_thread.run_sync(child.join, 20)
+    assert child.exitcode == 0
+    assert os.listdir(folder) == []  # released locks leave no files behind
+
+
+def _count_in_child(folder: str, counter: str, rounds: int) -> None:
+    async def main() -> None:
+        manager = FileLockManager(folder)
+        for _ in range(rounds):
+            async with manager.hold("/counter", timeout=30):
+                # A read-modify-write that loses updates without mutual exclusion.
+                value = int(Path(counter).read_text())
+                await anyio.sleep(0)
+                Path(counter).write_text(str(value + 1))
+
+    anyio.run(main)
+
+
+def test_no_lost_updates_across_processes(tmp_path: Path) -> None:
+    folder = str(tmp_path / "locks")
+    FileLockManager(folder).open()
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_count_in_child, args=(folder, str(counter), 100)) for _ in range(3)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+        assert child.exitcode == 0
+    assert counter.read_text() == "300"
