@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dependency_injector import containers, providers
 
+from callfs_adapters.file_lock import FileLockManager
 from callfs_adapters.hmac_signer import HmacLinkSigner
 from callfs_adapters.local_lock import LocalLockManager
 from callfs_adapters.localfs import LocalFsBackend
+from callfs_adapters.memory_ratelimit import InMemoryRateLimiter
 from callfs_adapters.metrics import (
     InstrumentedBackend,
     InstrumentedLocks,
@@ -16,10 +19,11 @@ from callfs_adapters.metrics import (
     Metrics,
 )
 from callfs_adapters.sqlite_metadata import SqliteMetadataStore
+from callfs_adapters.sqlite_ratelimit import SqliteRateLimiter
 from callfs_adapters.system import RandomIdGenerator, SystemClock
 from callfs_cli.config_model import Settings
 from callfs_core.engine import Engine, EngineConfig
-from callfs_core.ports import BlobBackendPort, MetadataPort
+from callfs_core.ports import BlobBackendPort, LockPort, MetadataPort, RateLimitPort
 from callfs_http.app import create_app
 from callfs_http.auth import Authenticator, build_identities
 from callfs_http.common import HttpSettings
@@ -42,12 +46,31 @@ def _metadata_store(settings: Settings) -> MetadataPort:
     )
 
 
-def _lock_manager(settings: Settings) -> LocalLockManager:
+def shared_state_dir(settings: Settings) -> str:
+    """Where the workers of one instance keep the state they share (locks, rate limits)."""
+    return os.path.join(settings.server.data_dir, "run")
+
+
+def _lock_manager(settings: Settings) -> LockPort:
     if settings.dlm.type != "local":
         raise UnsupportedConfiguration(
             f'dlm.type "{settings.dlm.type}" is not available in this release; use "local"'
         )
-    return LocalLockManager()
+    if settings.server.workers <= 1:
+        return LocalLockManager()
+    # Several worker processes: "local" must still mean one lock per instance.
+    manager = FileLockManager(os.path.join(shared_state_dir(settings), "locks"))
+    manager.open()
+    return manager
+
+
+def _rate_limiter(settings: Settings, name: str) -> RateLimitPort:
+    rate = getattr(settings.rate_limit, f"{name}_rps")
+    burst = getattr(settings.rate_limit, f"{name}_burst")
+    if settings.server.workers <= 1:
+        return InMemoryRateLimiter(rate, burst)
+    path = os.path.join(shared_state_dir(settings), "ratelimit.sqlite3")
+    return SqliteRateLimiter(path, name, rate, burst)
 
 
 def _backends(settings: Settings, metrics: Metrics) -> dict[str, BlobBackendPort]:
@@ -139,4 +162,6 @@ class Container(containers.DeclarativeContainer):
         providers.Callable(_http_settings, settings),
         authenticator=authenticator,
         metrics=metrics,
+        generate_limiter=providers.Singleton(_rate_limiter, settings, "generate"),
+        download_limiter=providers.Singleton(_rate_limiter, settings, "download"),
     )

@@ -1,22 +1,38 @@
-"""``callfs server``: build the object graph and serve it with Hypercorn."""
+"""``callfs server``: build the object graph and serve it with Hypercorn.
+
+With ``server.workers`` = 1 everything runs in this process. With more, this
+process becomes a supervisor: it prepares the shared state once (schema, root
+inode), starts that many worker processes — each with its own
+``SO_REUSEPORT`` listening socket, which spreads connections evenly — serves
+the metrics listener from the values all workers write, restarts a worker
+that dies, and stops them all on SIGINT/SIGTERM.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
 import signal
+import socket
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Coroutine, Sequence
+from multiprocessing.process import BaseProcess
+from typing import Any, cast
 
 import hypercorn.asyncio.tcp_server
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from callfs_cli.config_model import Settings
-from callfs_cli.container import Container, UnsupportedConfiguration
+from callfs_cli.container import Container, UnsupportedConfiguration, shared_state_dir
 from callfs_cli.logs import configure_logging
 from callfs_cli.quickstart import QuickstartInfo, banner, server_url
 from callfs_core.engine import Engine
@@ -33,6 +49,9 @@ hypercorn.asyncio.tcp_server.MAX_RECV = 2**20
 LINK_CLEANUP_INTERVAL = 300.0
 LINK_CLEANUP_BUDGET = 30.0
 RATE_LIMIT_SWEEP_INTERVAL = 300.0
+GRACE_PERIOD = 30.0
+# A worker that dies this soon after starting failed to start: give up.
+STARTUP_WINDOW = 5.0
 
 
 def bind_address(listen_addr: str) -> str:
@@ -41,27 +60,51 @@ def bind_address(listen_addr: str) -> str:
     return f"{host or '0.0.0.0'}:{port}"
 
 
-def hypercorn_config(settings: Settings) -> Config:
+def _quiet(config: Config) -> Config:
+    config.accesslog = None
+    config.errorlog = logging.getLogger("callfs.hypercorn")
+    return config
+
+
+def reuse_port_socket(listen_addr: str) -> socket.socket:
+    """A socket bound with SO_REUSEPORT: every worker binds its own, the kernel
+    balances connections between them."""
+    host, _, port = bind_address(listen_addr).rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, int(port)))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def hypercorn_config(settings: Settings, fd: int | None = None) -> Config:
+    """Hypercorn's configuration; ``fd``: an already bound socket it takes over."""
     server = settings.server
-    config = Config()
-    config.bind = [bind_address(server.listen_addr)]
+    config = _quiet(Config())
+    config.bind = [f"fd://{fd}" if fd is not None else bind_address(server.listen_addr)]
     if server.use_tls:
         config.certfile = server.cert_file
         config.keyfile = server.key_file
+    # Hypercorn's HTTP/2 is slow for large bodies: offer it only when asked.
     config.alpn_protocols = ["h2", "http/1.1"] if server.http2 else ["http/1.1"]
     config.read_timeout = int(server.read_timeout) or None
-    config.graceful_timeout = 30.0
+    config.graceful_timeout = GRACE_PERIOD
     config.keep_alive_timeout = 75.0
-    config.accesslog = None
-    config.errorlog = logging.getLogger("callfs.hypercorn")
     return config
 
 
 class MetricsApp:
     """The unauthenticated ``metrics.listen_addr`` listener: only ``/metrics``."""
 
-    def __init__(self, container: Container) -> None:
-        self.registry = container.metrics().registry
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,6 +116,18 @@ class MetricsApp:
         headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _serve(app: object, config: Config, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+    return serve(cast(Any, app), config, shutdown_trigger=stop.wait)
+
+
+def _metrics_server(
+    registry: CollectorRegistry, listen_addr: str, stop: asyncio.Event
+) -> Coroutine[Any, Any, None]:
+    config = _quiet(Config())
+    config.bind = [bind_address(listen_addr)]
+    return _serve(MetricsApp(registry), config, stop)
 
 
 async def _periodic_link_cleanup(engine: Engine, container: Container) -> None:
@@ -91,32 +146,52 @@ async def _periodic_rate_limit_sweep(container: Container) -> None:
     services = container.app().state.services
     while True:
         await asyncio.sleep(RATE_LIMIT_SWEEP_INTERVAL)
-        services.generate_limiter.sweep()
-        services.download_limiter.sweep()
+        with contextlib.suppress(CallFSError):
+            await services.generate_limiter.sweep()
+            await services.download_limiter.sweep()
 
 
-async def serve_forever(settings: Settings, container: Container) -> None:
-    stop = asyncio.Event()
+def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+
+async def prepare(settings: Settings) -> None:
+    """Open the metadata store once (creating or migrating its schema) and seed ``/``."""
+    container = Container(settings=settings)
+    metadata = container.raw_metadata()
+    await metadata.open()  # type: ignore[attr-defined]
+    try:
+        await container.engine().start()
+    finally:
+        await metadata.close()
+
+
+async def serve_worker(
+    settings: Settings,
+    *,
+    metrics_listener: bool,
+    housekeeping: bool,
+    fd: int | None = None,
+) -> None:
+    """Serve the API in this process until SIGINT/SIGTERM (on socket ``fd`` when given)."""
+    container = Container(settings=settings)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
     metadata = container.raw_metadata()
     await metadata.open()  # type: ignore[attr-defined]
     try:
         engine = container.engine()
         await engine.start()
         app = container.app()
-        tasks = [
-            asyncio.create_task(_periodic_link_cleanup(engine, container)),
-            asyncio.create_task(_periodic_rate_limit_sweep(container)),
-        ]
-        servers = [serve(app, hypercorn_config(settings), shutdown_trigger=stop.wait)]  # type: ignore[arg-type]
-        if settings.metrics.listen_addr:
-            metrics_config = Config()
-            metrics_config.bind = [bind_address(settings.metrics.listen_addr)]
-            metrics_config.accesslog = None
-            metrics_config.errorlog = logging.getLogger("callfs.hypercorn")
-            servers.append(serve(MetricsApp(container), metrics_config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+        tasks = [asyncio.create_task(_periodic_rate_limit_sweep(container))]
+        if housekeeping:
+            tasks.append(asyncio.create_task(_periodic_link_cleanup(engine, container)))
+        servers = [_serve(app, hypercorn_config(settings, fd), stop)]
+        if metrics_listener and settings.metrics.listen_addr:
+            registry = container.metrics().registry
+            servers.append(_metrics_server(registry, settings.metrics.listen_addr, stop))
         try:
             await asyncio.gather(*servers)
         finally:
@@ -128,27 +203,138 @@ async def serve_forever(settings: Settings, container: Container) -> None:
         await metadata.close()
 
 
+def _worker_main(settings: Settings, index: int) -> None:
+    configure_logging(settings.log.level, settings.log.format)
+    try:
+        # Hypercorn takes the descriptor over (and closes it at shutdown).
+        fd = reuse_port_socket(settings.server.listen_addr).detach()
+        asyncio.run(serve_worker(settings, metrics_listener=False, housekeeping=index == 0, fd=fd))
+    except OSError as exc:
+        log.error("worker %d cannot serve: %s", index, exc)
+        sys.exit(1)
+
+
+def _check_bindable(listen_addr: str) -> None:
+    """Fail early, in the supervisor, when an address is taken."""
+    reuse_port_socket(listen_addr).close()
+
+
+class Supervisor:
+    """Starts, watches and stops the worker processes of a multi-worker server."""
+
+    def __init__(self, settings: Settings, workers: int) -> None:
+        self.settings = settings
+        self.count = workers
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: dict[int, tuple[BaseProcess, float]] = {}
+
+    def start_worker(self, index: int) -> None:
+        process = self.context.Process(
+            target=_worker_main, args=(self.settings, index), name=f"callfs-worker-{index}"
+        )
+        process.start()
+        self.workers[index] = (process, time.monotonic())
+
+    async def watch(self, stop: asyncio.Event) -> int:
+        """Restart workers that die; return 1 when one fails to start, else 0 at stop."""
+        from prometheus_client import multiprocess
+
+        while not stop.is_set():
+            sentinels = [p.sentinel for p, _ in self.workers.values()]
+            await asyncio.to_thread(multiprocessing.connection.wait, sentinels, 0.5)
+            for index, (process, started) in list(self.workers.items()):
+                if process.is_alive() or stop.is_set():
+                    continue
+                assert process.pid is not None
+                multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
+                if time.monotonic() - started < STARTUP_WINDOW:
+                    log.error("worker %d failed to start (exit code %s)", index, process.exitcode)
+                    return 1
+                log.error("worker %d exited (code %s); restarting it", index, process.exitcode)
+                self.start_worker(index)
+        return 0
+
+    def stop_all(self) -> None:
+        for process, _ in self.workers.values():
+            if process.is_alive():
+                process.terminate()  # SIGTERM: graceful shutdown in the worker
+        deadline = time.monotonic() + GRACE_PERIOD + 5
+        for process, _ in self.workers.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+async def _supervise(settings: Settings, workers: int) -> int:
+    from callfs_adapters.metrics import exposition_registry
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    supervisor = Supervisor(settings, workers)
+    for index in range(workers):
+        supervisor.start_worker(index)
+    tasks: list[asyncio.Future[None]] = []
+    try:
+        if settings.metrics.listen_addr:
+            listener = _metrics_server(exposition_registry(), settings.metrics.listen_addr, stop)
+            tasks.append(asyncio.ensure_future(listener))
+        code = await supervisor.watch(stop)
+        stop.set()
+        for task in tasks:
+            await task
+        return code
+    finally:
+        stop.set()
+        await asyncio.to_thread(supervisor.stop_all)
+
+
+def _reset_shared_state(settings: Settings) -> str:
+    """A fresh folder for the state workers share, and the metrics files in it."""
+    folder = shared_state_dir(settings)
+    shutil.rmtree(folder, ignore_errors=True)
+    metrics = os.path.join(folder, "metrics")
+    os.makedirs(metrics, mode=0o700)
+    return metrics
+
+
 def run(settings: Settings, info: QuickstartInfo | None, warnings: Sequence[str] = ()) -> int:
     """Start the API (and metrics) listeners; return the process exit code."""
     configure_logging(settings.log.level, settings.log.format)
     for warning in warnings:
         log.warning("%s", warning)
-    container = Container(settings=settings)
+    workers = max(1, settings.server.workers)
     try:
-        container.backends()
-        container.raw_metadata()
-        container.locks()
+        checked = Container(settings=settings)
+        checked.backends()
+        checked.raw_metadata()
+        if workers > 1:
+            # Must be set before any worker imports prometheus_client.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = _reset_shared_state(settings)
+        checked.locks()
+        asyncio.run(prepare(settings))
+        if workers > 1:
+            _check_bindable(settings.server.listen_addr)
+            if settings.metrics.listen_addr:
+                _check_bindable(settings.metrics.listen_addr)
     except UnsupportedConfiguration as exc:
         print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, CallFSError) as exc:
+        reason = exc.message if isinstance(exc, CallFSError) else str(exc)
+        print(f"Error: cannot start the server: {reason}", file=sys.stderr)
         return 1
     info = info or QuickstartInfo(url=server_url(settings))
     print(banner(settings, info), file=sys.stderr, flush=True)
     try:
-        asyncio.run(serve_forever(settings, container))
+        if workers == 1:
+            asyncio.run(serve_worker(settings, metrics_listener=True, housekeeping=True))
+            return 0
+        log.info("starting %d worker processes", workers)
+        return asyncio.run(_supervise(settings, workers))
     except OSError as exc:
         print(f"Error: cannot start the server: {exc}", file=sys.stderr)
         return 1
     except CallFSError as exc:
         print(f"Error: cannot start the server: {exc.message}", file=sys.stderr)
         return 1
-    return 0

@@ -11,9 +11,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from callfs_adapters.memory_ratelimit import InMemoryRateLimiter
 from callfs_adapters.metrics import Metrics
 from callfs_core.engine import Engine
 from callfs_core.errors import CallFSError
+from callfs_core.ports import RateLimitPort
 from callfs_http import files
 from callfs_http.auth import Authenticator
 from callfs_http.common import HttpSettings, Services
@@ -21,7 +23,6 @@ from callfs_http.directories import directories_endpoint
 from callfs_http.errors import error_body, reply_for
 from callfs_http.links import download_endpoint, generate_endpoint
 from callfs_http.middleware import EdgeMiddleware
-from callfs_http.ratelimit import RateLimiter
 from callfs_http.system import health_endpoint, metrics_endpoint
 
 __all__ = ["create_app"]
@@ -70,8 +71,14 @@ def create_app(
     *,
     authenticator: Authenticator,
     metrics: Metrics,
+    generate_limiter: RateLimitPort | None = None,
+    download_limiter: RateLimitPort | None = None,
 ) -> Starlette:
-    """Build the API application around an engine."""
+    """Build the API application around an engine.
+
+    The rate limiters default to in-process buckets built from ``settings``;
+    a multi-process server passes limiters whose state all workers share.
+    """
     routes = [
         Route("/health", health_endpoint, methods=["GET", "HEAD"]),
         Route(
@@ -94,7 +101,9 @@ def create_app(
         engine=engine,
         settings=settings,
         metrics=metrics,
-        generate_limiter=RateLimiter(settings.generate_rps, settings.generate_burst),
-        download_limiter=RateLimiter(settings.download_rps, settings.download_burst),
+        generate_limiter=generate_limiter
+        or InMemoryRateLimiter(settings.generate_rps, settings.generate_burst),
+        download_limiter=download_limiter
+        or InMemoryRateLimiter(settings.download_rps, settings.download_burst),
     )
     return app

@@ -19,8 +19,7 @@ from callfs_core.engine import Digests, Engine
 from callfs_core.errors import InvalidRequest
 from callfs_core.model import Identity, Preconditions
 from callfs_core.paths import FsPath, UrlPath
-from callfs_core.ports import BlobReader
-from callfs_http.ratelimit import RateLimiter
+from callfs_core.ports import BlobReader, RateLimitPort
 from callfs_http.representation import dumps, parse_http_date
 
 __all__ = [
@@ -58,8 +57,8 @@ class Services:
     engine: Engine
     settings: HttpSettings
     metrics: Metrics
-    generate_limiter: RateLimiter
-    download_limiter: RateLimiter
+    generate_limiter: RateLimitPort
+    download_limiter: RateLimitPort
 
 
 def services(request: Request) -> Services:

@@ -57,7 +57,7 @@ async def _small_json(request: Request) -> object:
 
 async def generate_endpoint(request: Request) -> Response:
     svc = services(request)
-    wait = svc.generate_limiter.acquire(client_ip(request))
+    wait = await svc.generate_limiter.acquire(client_ip(request))
     if wait is not None:
         return rate_limited(wait)
     payload = await _small_json(request)
@@ -88,7 +88,7 @@ _CONSUMPTION_STATUS: list[tuple[type[CallFSError], str]] = [
 
 async def download_endpoint(request: Request) -> Response:
     svc = services(request)
-    wait = svc.download_limiter.acquire(client_ip(request))
+    wait = await svc.download_limiter.acquire(client_ip(request))
     if wait is not None:
         return rate_limited(wait)
     token: str = request.path_params["token"]
