@@ -12,8 +12,9 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import anyio
 import attrs
 
 from callfs_core import permissions as perms
@@ -581,20 +582,44 @@ class Engine:
         now = self.clock.now()
         stored_type = choose_content_type(content_type, path.name)
         if current is not None:
-            await staged.commit()
-            updated = attrs.evolve(
-                current,
-                size=staged.info.size,
-                sha256=staged.info.sha256,
-                content_type=stored_type,
-                mtime=now,
-                ctime=now,
-                backend=backend.name,
-            )
-            inode = await self.metadata.update(updated, expected_version=current.version)
-            if current.backend != backend.name:
-                await self._discard_bytes(current)
-            return WriteResult(inode, created=False)
+            with anyio.CancelScope(shield=True):
+                # Bytes and metadata change together, even if the client goes away now.
+                return await self._commit_replacement(backend, staged, current, now, stored_type)
+        return await self._commit_new(identity, path, backend, staged, mode, stored_type, now)
+
+    async def _commit_replacement(
+        self,
+        backend: BlobBackendPort,
+        staged: StagedBlob,
+        current: Inode,
+        now: datetime,
+        stored_type: str,
+    ) -> WriteResult:
+        await staged.commit()
+        updated = attrs.evolve(
+            current,
+            size=staged.info.size,
+            sha256=staged.info.sha256,
+            content_type=stored_type,
+            mtime=now,
+            ctime=now,
+            backend=backend.name,
+        )
+        inode = await self.metadata.update(updated, expected_version=current.version)
+        if current.backend != backend.name:
+            await self._discard_bytes(current)
+        return WriteResult(inode, created=False)
+
+    async def _commit_new(
+        self,
+        identity: Identity,
+        path: FsPath,
+        backend: BlobBackendPort,
+        staged: StagedBlob,
+        mode: int | None,
+        stored_type: str,
+        now: datetime,
+    ) -> WriteResult:
         parent = await self._ensure_parents(identity, path, backend)
         group, final_mode = self._new_attributes(identity, parent, Kind.FILE, mode)
         inode = Inode(
@@ -611,12 +636,13 @@ class Engine:
             backend=backend.name,
             instance_id=self.config.instance_id if backend.name == "localfs" else None,
         )
-        await staged.commit()
-        try:
-            created = await self.metadata.create(inode)
-        except BaseException:
-            await backend.delete(path)
-            raise
+        with anyio.CancelScope(shield=True):
+            await staged.commit()
+            try:
+                created = await self.metadata.create(inode)
+            except BaseException:
+                await backend.delete(path)
+                raise
         return WriteResult(created, created=True)
 
     async def _discard_bytes(self, inode: Inode) -> None:

@@ -39,6 +39,8 @@ def _bad_character(text: str) -> str | None:
             return "control character"
         if ch in _BIDI_CONTROLS:
             return "bidirectional control character"
+        if "\ud800" <= ch <= "\udfff":
+            return "lone surrogate (not valid UTF-8)"
     return None
 
 

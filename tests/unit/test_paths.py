@@ -124,3 +124,10 @@ def test_ordering_is_code_point_order() -> None:
     names = ["b", "B", "é", "a", "ａ"]
     ordered = sorted(FsPath.parse("/" + n) for n in names)
     assert [p.name for p in ordered] == sorted(names)
+
+
+def test_lone_surrogates_are_invalid() -> None:
+    with pytest.raises(InvalidPath):
+        FsPath.from_body("a\ud800b")
+    with pytest.raises(InvalidPath):
+        ROOT.child("\udfff")
