@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 
 import anyio
@@ -796,15 +796,30 @@ class Engine:
         )
 
     # -- health -------------------------------------------------------------------
-    async def check_health(self) -> dict[str, str]:
-        """Probe the metadata store, the lock service and each backend ('ok' or 'unavailable')."""
-        results: dict[str, str] = {}
-        probes = {"metadata_store": self.metadata.health(), "lock_service": self.locks.health()}
-        probes |= {f"backend:{name}": b.health() for name, b in self.backends.items()}
-        for name, probe in probes.items():
-            try:
-                await probe
-                results[name] = "ok"
-            except Exception:
-                results[name] = "unavailable"
+    async def check_health(self, probe_timeout: float = 2.0) -> dict[str, str]:
+        """Probe the metadata store, the lock service and each backend concurrently.
+
+        Returns:
+            ``{"metadata_store": ..., "lock_service": ..., "backend:<name>": ...}``
+            with ``ok``, ``unavailable`` or ``timeout`` (not answered within ``probe_timeout`` s).
+        """
+        probes: dict[str, Callable[[], Awaitable[None]]] = {
+            "metadata_store": self.metadata.health,
+            "lock_service": self.locks.health,
+        }
+        probes |= {f"backend:{name}": b.health for name, b in self.backends.items()}
+        results = dict.fromkeys(probes, "timeout")
+
+        async def run(name: str, probe: Callable[[], Awaitable[None]]) -> None:
+            with anyio.move_on_after(probe_timeout):
+                try:
+                    await probe()
+                    results[name] = "ok"
+                except Exception:
+                    log.warning("readiness check %s failed", name, exc_info=True)
+                    results[name] = "unavailable"
+
+        async with anyio.create_task_group() as group:
+            for name, probe in probes.items():
+                group.start_soon(run, name, probe)
         return results

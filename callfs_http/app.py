@@ -23,7 +23,7 @@ from callfs_http.directories import directories_endpoint
 from callfs_http.errors import error_body, reply_for
 from callfs_http.links import download_endpoint, generate_endpoint
 from callfs_http.middleware import EdgeMiddleware
-from callfs_http.system import health_endpoint, metrics_endpoint
+from callfs_http.system import health_endpoint, metrics_endpoint, ready_endpoint
 
 __all__ = ["create_app"]
 
@@ -81,6 +81,7 @@ def create_app(
     """
     routes = [
         Route("/health", health_endpoint, methods=["GET", "HEAD"]),
+        Route("/ready", ready_endpoint, methods=["GET", "HEAD"]),
         Route(
             "/metrics",
             metrics_endpoint,
