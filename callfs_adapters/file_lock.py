@@ -112,7 +112,6 @@ class FileLockManager:
         if not await anyio.to_thread.run_sync(self._usable):
             raise BackendUnavailable("the lock folder is missing or not writable")
 
-
     def _usable(self) -> bool:
         return os.path.isdir(self.folder) and os.access(self.folder, os.W_OK)
 

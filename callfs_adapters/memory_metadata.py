@@ -116,16 +116,24 @@ class InMemoryMetadataStore:
             self._drop(node.path)
         return removed
 
-    async def rename(self, source: FsPath, destination: FsPath) -> None:
+    async def rename(
+        self, source: FsPath, destination: FsPath, *, replace: bool = False
+    ) -> Inode | None:
         if source.is_root or destination.is_root:
             raise InvalidRequest("cannot rename or move the root directory")
         if destination != source and destination.is_within(source):
             raise InvalidRequest("cannot move a path into itself")
         if source not in self._inodes:
             raise NotFound(source)
-        if destination in self._inodes:
-            raise AlreadyExists(destination)
+        replaced = self._inodes.get(destination)
+        if replaced is not None:
+            if not replace or destination == source:
+                raise AlreadyExists(destination)
+            if self._subtree(destination):
+                raise DirectoryNotEmpty(destination)
         self._check_parent(destination)
+        if replaced is not None:
+            self._drop(destination)
         moved = [self._inodes[source], *self._subtree(source)]
         # Rebase first: it may refuse an over-long path, and nothing has changed yet.
         rebased = [attrs.evolve(node, path=node.path.rebase(source, destination)) for node in moved]
@@ -133,6 +141,7 @@ class InMemoryMetadataStore:
             self._drop(node.path)
         for node in rebased:
             self._put(node)
+        return replaced
 
     def _subtree(self, root: FsPath) -> list[Inode]:
         return [

@@ -186,8 +186,12 @@ class InstrumentedMetadata:
     async def delete(self, path: FsPath, *, recursive: bool = False) -> list[Inode]:
         return await self._call("delete", lambda: self.inner.delete(path, recursive=recursive))
 
-    async def rename(self, source: FsPath, destination: FsPath) -> None:
-        await self._call("rename", lambda: self.inner.rename(source, destination))
+    async def rename(
+        self, source: FsPath, destination: FsPath, *, replace: bool = False
+    ) -> Inode | None:
+        return await self._call(
+            "rename", lambda: self.inner.rename(source, destination, replace=replace)
+        )
 
     async def create_link(self, link: Link) -> None:
         await self._call("create_link", lambda: self.inner.create_link(link))

@@ -376,14 +376,25 @@ def _delete(conn: sqlite3.Connection, path: FsPath, recursive: bool) -> list[Ino
     return removed
 
 
-def _rename(conn: sqlite3.Connection, source: FsPath, destination: FsPath) -> None:
+def _rename(
+    conn: sqlite3.Connection, source: FsPath, destination: FsPath, replace: bool
+) -> Inode | None:
     low, high = _subtree_bounds(source)
     src, dst = str(source), str(destination)
     with _write(conn):
         if not _exists(conn, source):
             raise NotFound(source)
-        if _exists(conn, destination):
-            raise AlreadyExists(destination)
+        replaced = _get(conn, destination)
+        if replaced is not None:
+            if not replace or destination == source:
+                raise AlreadyExists(destination)
+            dst_low, dst_high = _subtree_bounds(destination)
+            child = conn.execute(
+                "SELECT 1 FROM inodes WHERE path > ? AND path < ? LIMIT 1", (dst_low, dst_high)
+            ).fetchone()
+            if child is not None:
+                raise DirectoryNotEmpty(destination)
+            conn.execute("DELETE FROM inodes WHERE path = ?", (dst,))
         _check_parent(conn, destination)
         (longest,) = conn.execute(
             "SELECT max(length(CAST(path AS BLOB))) FROM inodes"
@@ -414,6 +425,7 @@ def _rename(conn: sqlite3.Connection, source: FsPath, destination: FsPath) -> No
                 high,
             ),
         )
+    return replaced
 
 
 def _create_link(conn: sqlite3.Connection, link: Link) -> None:
@@ -544,12 +556,14 @@ class SqliteMetadataStore:
     async def delete(self, path: FsPath, *, recursive: bool = False) -> list[Inode]:
         return await self._run(path, _delete, path, recursive)
 
-    async def rename(self, source: FsPath, destination: FsPath) -> None:
+    async def rename(
+        self, source: FsPath, destination: FsPath, *, replace: bool = False
+    ) -> Inode | None:
         if source.is_root or destination.is_root:
             raise InvalidRequest("cannot rename or move the root directory")
         if destination != source and destination.is_within(source):
             raise InvalidRequest("cannot move a path into itself")
-        await self._run(destination, _rename, source, destination)
+        return await self._run(destination, _rename, source, destination, replace)
 
     # -- links ----------------------------------------------------------------
     async def create_link(self, link: Link) -> None:

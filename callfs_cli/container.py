@@ -21,6 +21,7 @@ from callfs_adapters.metrics import (
 from callfs_adapters.sqlite_metadata import SqliteMetadataStore
 from callfs_adapters.sqlite_ratelimit import SqliteRateLimiter
 from callfs_adapters.system import RandomIdGenerator, SystemClock
+from callfs_cli.config import known_users
 from callfs_cli.config_model import Settings
 from callfs_core.engine import Engine, EngineConfig
 from callfs_core.ports import BlobBackendPort, LockPort, MetadataPort, RateLimitPort
@@ -90,11 +91,17 @@ def _backends(settings: Settings, metrics: Metrics) -> dict[str, BlobBackendPort
 
 
 def _engine_config(settings: Settings) -> EngineConfig:
+    # api.md §3.4: known users are those who can log in plus root; known
+    # groups are their primary groups, the configured groups and root.
+    users = known_users(settings.auth) | {"root"}
     return EngineConfig(
         instance_id=settings.instance_discovery.instance_id,
         default_backend=settings.backend.default_backend,
         file_op_timeout=settings.server.file_op_timeout,
         max_upload_bytes=settings.server.max_upload_bytes,
+        users=users,
+        groups=users | frozenset(settings.auth.groups),
+        peers=frozenset(settings.instance_discovery.peer_endpoints),
     )
 
 

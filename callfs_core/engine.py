@@ -51,6 +51,7 @@ from callfs_core.model import (
     ReadOptions,
     WriteMode,
 )
+from callfs_core.patching import Directory, PatchPlan, PatchRequest, plan_patch
 from callfs_core.paths import ROOT, FsPath
 from callfs_core.ports import (
     BlobBackendPort,
@@ -91,6 +92,10 @@ class EngineConfig:
     file_op_timeout: float = 10.0
     max_upload_bytes: int = 10 * 1024**3
     link_retention: timedelta = timedelta(hours=24)
+    # Names a PATCH may assign: users (owner), groups, and peer instances.
+    users: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    peers: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -718,6 +723,202 @@ class Engine:
             parent = directories[inode.path.parent]
             if not perms.sticky_allows(identity, parent, inode):
                 raise _denied("only the owner may delete this entry (sticky directory)", inode.path)
+
+    # -- rename, move, attributes (PATCH) ------------------------------------------
+    async def patch(
+        self,
+        identity: Identity,
+        path: FsPath,
+        request: PatchRequest,
+        *,
+        preconditions: Preconditions = Preconditions(),
+    ) -> Inode:
+        """Rename, move or relocate an entry and/or change its mode, group or owner.
+
+        A move keeps owner, group, mode, mtime, sha256 and content type; a
+        directory moves with its subtree in one metadata transaction. Bytes
+        move first; if the metadata cannot follow, the byte move is undone.
+
+        Returns:
+            The entry at its final path.
+
+        Raises:
+            InvalidRequest, InvalidPath, NotFound, PermissionDenied,
+            PreconditionFailed, NotADirectory, AlreadyExists, IsADirectory,
+            DirectoryNotEmpty, LockTimeout.
+        """
+        directory = Directory(
+            users=self.config.users,
+            groups=self.config.groups,
+            backends=frozenset(self.backends),
+            instances=self.config.peers | {self.config.instance_id},
+        )
+        plan = plan_patch(path, request, directory)
+        lineage = await self._existing(identity, path)
+        source = lineage.target
+        assert source is not None
+        if plan.moves:
+            self._check_delete(identity, lineage.deepest, source)
+        self._check_attribute_change(identity, source, plan)
+        evaluate_preconditions(preconditions, path, source, safe_method=False)
+        if not plan.moves:
+            return await self._change_attributes(identity, source, plan, preconditions)
+        return await self._move(identity, source, plan, preconditions)
+
+    def _check_attribute_change(self, identity: Identity, inode: Inode, plan: PatchPlan) -> None:
+        if plan.mode is not None and not perms.may_change_mode(identity, inode):
+            raise _denied("only the owner may change the mode", inode.path)
+        if plan.group is not None and not perms.may_change_group(identity, inode, plan.group):
+            raise _denied(
+                "only the owner, as a member of the group, may change the group", inode.path
+            )
+        if plan.owner is not None and not perms.may_change_owner(identity):
+            raise _denied("only an administrator may change the owner", inode.path)
+
+    def _lock_name(self, inode: Inode) -> str:
+        return f"{'dir' if inode.is_dir else 'file'}:{inode.path}"
+
+    async def _change_attributes(
+        self, identity: Identity, source: Inode, plan: PatchPlan, preconditions: Preconditions
+    ) -> Inode:
+        async with self.locks.hold(self._lock_name(source), timeout=self.config.file_op_timeout):
+            current = await self.metadata.get(source.path)
+            if current is None:
+                raise NotFound(source.path)
+            evaluate_preconditions(preconditions, source.path, current, safe_method=False)
+            return await self._apply_attributes(current, plan)
+
+    async def _apply_attributes(self, inode: Inode, plan: PatchPlan) -> Inode:
+        if not plan.changes_attributes:
+            return inode
+        changed = attrs.evolve(
+            inode,
+            mode=plan.mode if plan.mode is not None else inode.mode,
+            group=plan.group if plan.group is not None else inode.group,
+            owner=plan.owner if plan.owner is not None else inode.owner,
+            ctime=self.clock.now(),
+        )
+        return await self.metadata.update(changed, expected_version=inode.version)
+
+    async def _move(
+        self, identity: Identity, source: Inode, plan: PatchPlan, preconditions: Preconditions
+    ) -> Inode:
+        destination = plan.destination
+        assert destination is not None
+        backend_name = plan.backend or source.backend
+        relocating = backend_name != source.backend or (
+            plan.instance is not None and plan.instance != (source.instance_id or plan.instance)
+        )
+        if destination == source.path and not relocating:
+            raise InvalidRequest("destination is the same as the source")
+        replaced = None
+        if destination != source.path:
+            replaced = await self._check_destination(identity, source, destination, plan)
+        if source.is_dir and relocating:
+            raise InvalidRequest(
+                "moving a directory across backends or instances is not supported; move its "
+                "files individually or keep it on the same backend/instance"
+            )
+        names = {self._lock_name(source), f"{'dir' if source.is_dir else 'file'}:{destination}"}
+        async with self.locks.hold(*names, timeout=self.config.file_op_timeout):
+            current = await self.metadata.get(source.path)
+            if current is None:
+                raise NotFound(source.path)
+            evaluate_preconditions(preconditions, source.path, current, safe_method=False)
+            if destination != source.path:
+                now_there = await self.metadata.get(destination)
+                if (now_there is None) != (replaced is None):
+                    # The destination changed while we were not holding the locks.
+                    replaced = await self._check_destination(identity, current, destination, plan)
+            target_backend = self._backend(backend_name)
+            if plan.create_parents:
+                await self._ensure_parents(identity, destination, target_backend)
+            with anyio.CancelScope(shield=True):
+                moved = await self._relocate(current, destination, target_backend, replaced)
+                if replaced is not None and replaced.backend != target_backend.name:
+                    await self._discard_bytes(replaced)
+                result = await self._apply_attributes(moved, plan)
+        return result
+
+    async def _check_destination(
+        self, identity: Identity, source: Inode, destination: FsPath, plan: PatchPlan
+    ) -> Inode | None:
+        """Check the destination side of a move; return the entry it would replace."""
+        lineage = await self._lineage(identity, destination, creating=True)
+        if not lineage.complete and not plan.create_parents:
+            raise InvalidRequest(f'destination parent "{destination.parent}" does not exist')
+        self._require(
+            identity,
+            lineage.deepest,
+            perms.Access.WX,
+            "write and search (wx) permission is required",
+        )
+        existing = lineage.target
+        if existing is None:
+            return None
+        if not plan.overwrite:
+            raise AlreadyExists(destination, "the destination exists")
+        if source.is_file and existing.is_dir:
+            raise IsADirectory(destination, "the destination is a directory")
+        if source.is_dir and existing.is_file:
+            raise NotADirectory(destination, "the destination is a file")
+        if existing.is_dir and await self.metadata.list_children(destination, limit=1):
+            raise DirectoryNotEmpty(destination)
+        if not perms.sticky_allows(identity, lineage.deepest, existing):
+            raise _denied("only the owner may replace this entry (sticky directory)", destination)
+        return existing
+
+    async def _relocate(
+        self,
+        source: Inode,
+        destination: FsPath,
+        target: BlobBackendPort,
+        replaced: Inode | None,
+    ) -> Inode:
+        """Move the bytes, then the metadata; undo the byte move if the metadata fails."""
+        origin = self._backend(source.backend)
+        if target.name == origin.name:
+            if destination != source.path:
+                await origin.move(source.path, destination)
+                try:
+                    await self.metadata.rename(
+                        source.path, destination, replace=replaced is not None
+                    )
+                except BaseException:
+                    await origin.move(destination, source.path)
+                    raise
+            moved = await self.metadata.get(destination)
+            assert moved is not None
+            return moved
+        # Another backend: copy the file, switch the metadata, then drop the old bytes.
+        reader = await self._open(source, None)
+        try:
+            staged = await target.stage(destination, reader)
+        finally:
+            await reader.aclose()
+        try:
+            await staged.commit()
+        except BaseException:
+            await staged.abort()
+            raise
+        try:
+            if destination != source.path:
+                await self.metadata.rename(source.path, destination, replace=replaced is not None)
+            current = await self.metadata.get(destination)
+            assert current is not None
+            moved = await self.metadata.update(
+                attrs.evolve(
+                    current,
+                    backend=target.name,
+                    instance_id=self.config.instance_id if target.name == "localfs" else None,
+                ),
+                expected_version=current.version,
+            )
+        except BaseException:
+            await target.delete(destination)
+            raise
+        await self._discard_bytes(source)
+        return moved
 
     # -- links --------------------------------------------------------------------
     async def generate_link(

@@ -115,12 +115,22 @@ class MetadataPort(Protocol):
         """
         ...
 
-    async def rename(self, source: FsPath, destination: FsPath) -> None:
+    async def rename(
+        self, source: FsPath, destination: FsPath, *, replace: bool = False
+    ) -> Inode | None:
         """Re-key ``source`` and its subtree to ``destination`` in one transaction.
+
+        Args:
+            replace: an existing file or empty directory at ``destination`` is
+                removed in the same transaction.
+
+        Returns:
+            The inode that was replaced, or ``None``.
 
         Raises:
             NotFound: no entry at ``source`` or no parent directory at the destination.
-            AlreadyExists: an entry exists at ``destination``.
+            AlreadyExists: an entry exists at ``destination`` (without ``replace``).
+            DirectoryNotEmpty: ``replace`` and the destination is a non-empty directory.
             NotADirectory: the destination's parent is a file.
             InvalidRequest: ``source`` or ``destination`` is ``/``, or
                 ``destination`` lies below ``source``.

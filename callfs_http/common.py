@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, Final
@@ -166,6 +167,19 @@ def parse_preconditions(request: Request) -> Preconditions:
         if_modified_since=parse_http_date(h.get("if-modified-since")),
         if_unmodified_since=parse_http_date(h.get("if-unmodified-since")),
     )
+
+
+async def read_json(request: Request, limit: int) -> object:
+    """A small JSON request body; over ``limit`` bytes or malformed -> BAD_REQUEST."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise InvalidRequest(f"request body is larger than {limit} bytes")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise InvalidRequest("request body is not valid JSON") from None
 
 
 def check_content_length(request: Request, limit: int) -> None:

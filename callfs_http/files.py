@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from callfs_core.errors import InvalidRequest, NotModified
 from callfs_core.model import Inode, ReadOptions, WriteMode
+from callfs_core.patching import PatchRequest
 from callfs_http.common import (
     BlobResponse,
     check_content_length,
@@ -18,6 +19,7 @@ from callfs_http.common import (
     parse_digests,
     parse_mode,
     parse_preconditions,
+    read_json,
     services,
     url_path,
 )
@@ -156,5 +158,52 @@ async def delete(request: Request) -> Response:
     return Response(status_code=204)
 
 
-_HANDLERS = {"GET": read, "HEAD": read, "POST": create, "PUT": replace, "DELETE": delete}
+MAX_PATCH_BODY = 1024 * 1024
+_PATCH_TEXT = ("name", "destination", "backend", "instance", "mode", "group", "owner")
+_PATCH_FLAGS = ("overwrite", "create_parents")
+
+
+def _patch_request(payload: object, overwrite_query: bool) -> PatchRequest:
+    if not isinstance(payload, dict):
+        raise InvalidRequest("invalid JSON body")
+    for key in _PATCH_TEXT:
+        if payload.get(key) is not None and not isinstance(payload[key], str):
+            raise InvalidRequest("invalid JSON body")
+    for key in _PATCH_FLAGS:
+        if payload.get(key) is not None and not isinstance(payload[key], bool):
+            raise InvalidRequest("invalid JSON body")
+    return PatchRequest(
+        **{key: payload.get(key) for key in _PATCH_TEXT},
+        overwrite=bool(payload.get("overwrite")) or overwrite_query,
+        create_parents=bool(payload.get("create_parents")),
+    )
+
+
+async def patch(request: Request) -> Response:
+    svc = services(request)
+    target = url_path(request, PREFIX)
+    try:
+        payload = await read_json(request, MAX_PATCH_BODY)
+    except InvalidRequest:
+        raise InvalidRequest("invalid JSON body") from None
+    patch_request = _patch_request(payload, request.query_params.get("overwrite") == "true")
+    result = await svc.engine.patch(
+        identity_of(request),
+        target.path,
+        patch_request,
+        preconditions=parse_preconditions(request),
+    )
+    if patch_request.name is not None or patch_request.destination is not None:
+        svc.metrics.file_ops.labels("move", result.backend).inc()
+    return json_response({"path": str(result.path)}, newline=True)
+
+
+_HANDLERS = {
+    "GET": read,
+    "HEAD": read,
+    "POST": create,
+    "PUT": replace,
+    "DELETE": delete,
+    "PATCH": patch,
+}
 METHODS = list(_HANDLERS)

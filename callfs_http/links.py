@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from starlette.requests import Request
@@ -24,6 +23,7 @@ from callfs_http.common import (
     client_ip,
     identity_of,
     json_response,
+    read_json,
     services,
 )
 from callfs_http.errors import error_body
@@ -43,24 +43,12 @@ def rate_limited(retry_after: float) -> Response:
     )
 
 
-async def _small_json(request: Request) -> object:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise InvalidRequest(f"request body is larger than {MAX_BODY} bytes")
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise InvalidRequest("request body is not valid JSON") from None
-
-
 async def generate_endpoint(request: Request) -> Response:
     svc = services(request)
     wait = await svc.generate_limiter.acquire(client_ip(request))
     if wait is not None:
         return rate_limited(wait)
-    payload = await _small_json(request)
+    payload = await read_json(request, MAX_BODY)
     if not isinstance(payload, dict):
         raise InvalidRequest("request body must be a JSON object")
     raw_path = payload.get("path")

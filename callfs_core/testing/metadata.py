@@ -636,6 +636,20 @@ class MetadataContract:
         everything = [ROOT, *(inode.path for inode in await store.list_subtree(ROOT))]
         assert await store.get_many(everything) == created
 
+    async def test_rename_with_replace(self, store: MetadataPort) -> None:
+        created = await build(store, "/f", "/g", "/d/", "/d/x", "/e/", "/full/", "/full/y")
+        replaced = await store.rename(p("/f"), p("/g"), replace=True)
+        assert replaced == created[p("/g")]
+        assert await store.get(p("/g")) == attrs.evolve(created[p("/f")], path=p("/g"))
+        assert await store.get(p("/f")) is None
+        assert await store.rename(p("/d"), p("/e"), replace=True) == created[p("/e")]
+        assert await store.get(p("/e/x")) == attrs.evolve(created[p("/d/x")], path=p("/e/x"))
+        assert await store.rename(p("/g"), p("/h"), replace=True) is None
+        with pytest.raises(DirectoryNotEmpty):
+            await store.rename(p("/h"), p("/full"), replace=True)
+        assert await store.get(p("/h")) is not None
+        assert await store.get(p("/full/y")) == created[p("/full/y")]
+
     async def test_rename_below_a_file_raises_not_a_directory(self, store: MetadataPort) -> None:
         created = await build(store, "/f", "/g")
         with pytest.raises(NotADirectory):
