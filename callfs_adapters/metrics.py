@@ -36,6 +36,11 @@ __all__ = ["InstrumentedBackend", "InstrumentedLocks", "InstrumentedMetadata", "
 T = TypeVar("T")
 
 
+# api.md §2.3 and §5: text format 0.0.4 and these histogram buckets.
+EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
 def multiprocess_enabled() -> bool:
     """Whether metric values go to files shared by the worker processes.
 
@@ -83,6 +88,7 @@ class Metrics:
             "HTTP request duration",
             ["method", "path"],
             registry=r,
+            buckets=BUCKETS,
         )
         self.backend_ops = Counter(
             "callfs_backend_ops_total",
@@ -95,6 +101,7 @@ class Metrics:
             "Storage backend call duration",
             ["backend_type", "operation"],
             registry=r,
+            buckets=BUCKETS,
         )
         self.metadata_queries = Counter(
             "callfs_metadata_db_queries_total", "Metadata store calls", ["operation"], registry=r
@@ -104,6 +111,7 @@ class Metrics:
             "Metadata store call duration",
             ["operation"],
             registry=r,
+            buckets=BUCKETS,
         )
         self.link_generations = Counter(
             "callfs_single_use_link_generations_total", "Links generated", registry=r
@@ -119,6 +127,7 @@ class Metrics:
             "Lock operation duration",
             ["operation"],
             registry=r,
+            buckets=BUCKETS,
         )
         self.active_locks = Gauge(
             "callfs_active_locks",

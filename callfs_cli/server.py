@@ -28,9 +28,10 @@ from typing import Any, cast
 import hypercorn.asyncio.tcp_server
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from starlette.types import Receive, Scope, Send
 
+from callfs_adapters.metrics import EXPOSITION_CONTENT_TYPE
 from callfs_cli.config_model import Settings
 from callfs_cli.container import Container, UnsupportedConfiguration, shared_state_dir
 from callfs_cli.logs import configure_logging
@@ -112,7 +113,8 @@ class MetricsApp:
         if scope["path"] != "/metrics":
             status, body, ctype = 404, b"not found\n", b"text/plain"
         else:
-            status, body, ctype = 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
+            status, body = 200, generate_latest(self.registry)
+            ctype = EXPOSITION_CONTENT_TYPE.encode()
         headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

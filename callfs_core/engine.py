@@ -353,9 +353,9 @@ class Engine:
         if inode.is_dir:
             children = None if options.head else await self.metadata.list_children(path)
             return ReadResult(inode, children=children)
+        if options.head:  # HEAD ignores Range (api.md §1.7)
+            return ReadResult(inode)
         byte_range = resolve_range(options.range_header, options.if_range, inode)
-        if options.head:
-            return ReadResult(inode, byte_range=byte_range)
         reader = await self._open(inode, byte_range)
         return ReadResult(inode, reader=reader, byte_range=byte_range)
 

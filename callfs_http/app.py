@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -23,7 +24,12 @@ from callfs_http.directories import directories_endpoint
 from callfs_http.errors import error_body, reply_for
 from callfs_http.links import download_endpoint, generate_endpoint
 from callfs_http.middleware import EdgeMiddleware
-from callfs_http.system import health_endpoint, metrics_endpoint, ready_endpoint
+from callfs_http.system import (
+    health_endpoint,
+    metrics_endpoint,
+    openapi_endpoint,
+    ready_endpoint,
+)
 
 __all__ = ["create_app"]
 
@@ -42,7 +48,7 @@ def _json_error(status: int, code: str, message: str, headers: dict[str, str]) -
 
 async def _callfs_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CallFSError)
-    reply = reply_for(exc, request.method)
+    reply = reply_for(exc, request.method, request.url.path)
     if reply.status >= 500:
         metrics: Metrics = request.app.state.services.metrics
         metrics.errors.labels(_COMPONENT.get(reply.code, "backend"), reply.code).inc()
@@ -82,6 +88,7 @@ def create_app(
     routes = [
         Route("/health", health_endpoint, methods=["GET", "HEAD"]),
         Route("/ready", ready_endpoint, methods=["GET", "HEAD"]),
+        Route("/openapi.json", openapi_endpoint, methods=["GET", "HEAD"]),
         Route(
             "/metrics",
             metrics_endpoint,
@@ -92,6 +99,10 @@ def create_app(
         Route("/v1/links/generate", generate_endpoint, methods=["POST"]),
         Route("/download/{token}", download_endpoint, methods=["GET", "HEAD"]),
     ]
+    for route in routes:
+        # Paths may contain any character, newlines included (they are then
+        # rejected as INVALID_PATH); Starlette's ".*" would not match those.
+        route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
     app = Starlette(
         routes=routes,
         middleware=[Middleware(EdgeMiddleware, authenticator=authenticator, metrics=metrics)],

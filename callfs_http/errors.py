@@ -35,8 +35,10 @@ _TABLE: Final[list[tuple[type[e.CallFSError], int, str]]] = [
     (e.ServiceError, 503, "BACKEND_UNAVAILABLE"),
 ]
 _RETRY_AFTER: Final = {"LOCK_TIMEOUT": "1", "BACKEND_UNAVAILABLE": "5"}
-# A file would be created where a directory exists: a conflict for POST/PATCH.
+# A file would be created where a directory exists: a conflict for POST and
+# PATCH of /v1/files (elsewhere, e.g. link generation, a plain bad request).
 _CONFLICT_METHODS: Final = frozenset({"POST", "PATCH"})
+_CONFLICT_PREFIX: Final = "/v1/files/"
 
 
 class ErrorReply:
@@ -53,13 +55,14 @@ def error_body(code: str, message: str) -> bytes:
     return json.dumps({"code": code, "message": message}, separators=(",", ":")).encode()
 
 
-def reply_for(exc: e.CallFSError, method: str) -> ErrorReply:
-    """The status, code, message and extra headers for a core error."""
+def reply_for(exc: e.CallFSError, method: str, path: str = "") -> ErrorReply:
+    """The status, code, message and extra headers for a core error on ``method path``."""
     status, code = next(
         ((status, code) for cls, status, code in _TABLE if isinstance(exc, cls)),
         (500, "INTERNAL_ERROR"),
     )
-    if isinstance(exc, e.IsADirectory) and method in _CONFLICT_METHODS:
+    creating = method in _CONFLICT_METHODS and path.startswith(_CONFLICT_PREFIX)
+    if isinstance(exc, e.IsADirectory) and creating:
         status = 409
     headers: dict[str, str] = {}
     if code in _RETRY_AFTER:
