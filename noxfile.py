@@ -31,6 +31,9 @@ CONTRACTS = {
     ("blob", "localfs"): "tests/contract/test_blob_localfs.py",
     ("lock", "local"): "tests/contract/test_lock_local.py",
     ("signer", "hmac"): "tests/contract/test_signer_hmac.py",
+    ("lock", "file"): "tests/contract/test_lock_file.py",
+    ("ratelimit", "memory-and-sqlite"): "tests/contract/test_ratelimit.py",
+    ("engine", "memory-vs-sqlite-localfs"): "tests/contract/test_engine_equivalence.py",
 }
 
 
