@@ -23,6 +23,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -69,6 +70,8 @@ class Metrics:
     """
 
     def __init__(self) -> None:
+        # Only the series of api.md §5: no "<name>_created" companions.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         r = CollectorRegistry()
         self.shared = multiprocess_enabled()
         if self.shared:

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 
 import anyio
@@ -355,9 +356,25 @@ class Engine:
             return ReadResult(inode, children=children)
         if options.head:  # HEAD ignores Range (api.md §1.7)
             return ReadResult(inode)
-        byte_range = resolve_range(options.range_header, options.if_range, inode)
-        reader = await self._open(inode, byte_range)
+        async with self._consistent_read(path):
+            # Under the lock the bytes opened are those the metadata describes.
+            inode = await self.stat(identity, path)
+            evaluate_preconditions(options.preconditions, path, inode, safe_method=True)
+            if inode.is_dir:
+                return ReadResult(inode, children=await self.metadata.list_children(path))
+            byte_range = resolve_range(options.range_header, options.if_range, inode)
+            reader = await self._open(inode, byte_range)
         return ReadResult(inode, reader=reader, byte_range=byte_range)
+
+    def _consistent_read(self, path: FsPath) -> AbstractAsyncContextManager[None]:
+        """Hold the writers' lock while reading metadata and opening the bytes.
+
+        A commit replaces the bytes and then the metadata under this lock; a
+        reader taking it briefly never pairs old metadata (size, ETag) with new
+        bytes. Only the open is covered: the transfer itself runs unlocked,
+        on the handle opened (an atomic rename leaves it on the old content).
+        """
+        return self.locks.hold(f"file:{path}", timeout=self.config.file_op_timeout)
 
     async def list(
         self,
@@ -978,7 +995,11 @@ class Engine:
             raise NotFound(link.path)
         if not consume:
             return ReadResult(inode)
-        reader = await self._open(inode, None)
+        async with self._consistent_read(link.path):
+            inode = await self.metadata.get(link.path)
+            if inode is None or not inode.is_file:
+                raise NotFound(link.path)
+            reader = await self._open(inode, None)
         try:
             won = await self.metadata.consume_link(token_id, used_at=now, client_ip=client_ip)
         except BaseException:

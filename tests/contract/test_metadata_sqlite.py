@@ -14,7 +14,7 @@ import pytest
 
 from callfs_adapters import sqlite_metadata
 from callfs_adapters.sqlite_metadata import SqliteMetadataStore
-from callfs_core.errors import BackendUnavailable
+from callfs_core.errors import BackendUnavailable, CallFSError
 from callfs_core.paths import ROOT, FsPath
 from callfs_core.testing import MetadataContract
 from callfs_core.testing.metadata import build, directory_inode, file_inode
@@ -220,5 +220,45 @@ async def test_two_processes_share_the_database(database: str) -> None:
         assert len(children) == 300
         names = [inode.path.name for inode in children]
         assert names == sorted(names)
+    finally:
+        await store.close()
+
+
+async def test_moving_ten_thousand_entries_is_one_transaction(database: str) -> None:
+    """A failure half way through a subtree move leaves the old tree, whole."""
+    store = SqliteMetadataStore(database)
+    await store.open()
+    try:
+        await store.create(directory_inode("/"))
+        await store.create(directory_inode("/src"))
+        for group in range(10):
+            await store.create(directory_inode(f"/src/g{group}"))
+        raw = _raw(database)
+        rows = [(f"/src/g{n % 10}/f{n}", f"/src/g{n % 10}", f"f{n}") for n in range(10_000 - 11)]
+        template = file_inode("/src/g0/template")
+        await store.create(template)
+        columns = raw.execute("SELECT * FROM inodes WHERE path = '/src/g0/template'").fetchone()
+        raw.executemany(
+            "INSERT INTO inodes VALUES (" + ",".join("?" * len(columns)) + ")",
+            [(path, parent, name, *columns[3:]) for path, parent, name in rows],
+        )
+        before = len(await store.list_subtree(FsPath.parse("/src")))
+        assert before == 10_000
+        # Fail on one row in the middle of the statement.
+        raw.execute(
+            "CREATE TRIGGER boom BEFORE UPDATE ON inodes WHEN NEW.path = '/dst/g5/f5005'"
+            " BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+        with pytest.raises(CallFSError):  # RAISE(ABORT) is reported as a constraint failure
+            await store.rename(FsPath.parse("/src"), FsPath.parse("/dst"))
+        assert len(await store.list_subtree(FsPath.parse("/src"))) == 10_000
+        assert await store.list_subtree(FsPath.parse("/dst")) == []
+        assert await store.get(FsPath.parse("/dst")) is None
+        raw.execute("DROP TRIGGER boom")
+        raw.close()
+        await store.rename(FsPath.parse("/src"), FsPath.parse("/dst"))
+        assert await store.list_subtree(FsPath.parse("/src")) == []
+        assert len(await store.list_subtree(FsPath.parse("/dst"))) == 10_000
+        assert await store.get(FsPath.parse("/dst/g5/f5005")) is not None
     finally:
         await store.close()
