@@ -97,7 +97,8 @@ def hypercorn_config(settings: Settings, fd: int | None = None) -> Config:
     config.alpn_protocols = ["h2", "http/1.1"] if server.http2 else ["http/1.1"]
     config.read_timeout = int(server.read_timeout) or None
     config.graceful_timeout = GRACE_PERIOD
-    config.keep_alive_timeout = 75.0
+    # Idle keep-alive connections are closed after 5 s; shutdown waits for them.
+    config.keep_alive_timeout = 5.0
     return config
 
 

@@ -59,6 +59,15 @@ def route_label(path: str) -> str:
     return "unmatched"
 
 
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            return value.strip() not in (b"0", b"")
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
 def _needs_key(path: str) -> bool:
     return path.startswith("/v1/") or path == "/metrics"
 
@@ -83,6 +92,13 @@ class EdgeMiddleware:
         if scope.get("scheme") == "https":
             extra.append(HSTS)
         status_sent: list[int] = []
+        body_read = [not _has_body(scope)]
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_read[0] = True
+            return message
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -90,7 +106,13 @@ class EdgeMiddleware:
                 headers = [
                     (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
                 ]
-                message = {**message, "headers": headers + extra}
+                headers += extra
+                if not body_read[0]:
+                    # Answered before the body arrived (an early error): the rest
+                    # of the body is still on the wire, so this connection
+                    # cannot carry another request. Say so, and it is closed.
+                    headers.append((b"connection", b"close"))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
@@ -104,7 +126,7 @@ class EdgeMiddleware:
                 except AuthenticationFailed as exc:
                     await self._send_error(send_wrapper, method, exc)
                     return
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper, send_wrapper)
         except ClientDisconnect:
             log.info("client disconnected (request id %s)", request_id)
         except Exception:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from callfs_adapters.file_lock import FileLockManager
@@ -68,15 +69,23 @@ async def test_excludes_another_process(tmp_path: Path) -> None:
     assert os.listdir(folder) == []  # released locks leave no files behind
 
 
+def _read(counter: str) -> int:
+    return int(Path(counter).read_text())
+
+
+def _write(counter: str, value: int) -> None:
+    Path(counter).write_text(str(value))
+
+
 def _count_in_child(folder: str, counter: str, rounds: int) -> None:
     async def main() -> None:
         manager = FileLockManager(folder)
         for _ in range(rounds):
             async with manager.hold("/counter", timeout=30):
                 # A read-modify-write that loses updates without mutual exclusion.
-                value = int(Path(counter).read_text())
-                await anyio.sleep(0)
-                Path(counter).write_text(str(value + 1))
+                value = _read(counter)
+                await anyio.lowlevel.checkpoint()
+                _write(counter, value + 1)
 
     anyio.run(main)
 

@@ -26,12 +26,20 @@ class Raw:
         return json.loads(self.content)
 
 
-def raw_request(server: Any, method: str, path: str, *, user: str | None = "alice",
-                headers: dict[str, str] | None = None, body: bytes | None = None) -> Raw:
+def raw_request(
+    server: Any,
+    method: str,
+    path: str,
+    *,
+    user: str | None = "alice",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> Raw:
     """Send ``path`` exactly as given (httpx removes dot segments from URLs)."""
     host, port = server.config["server"]["listen_addr"].rsplit(":", 1)
-    conn = http.client.HTTPSConnection(host, int(port), timeout=30,
-                                       context=ssl._create_unverified_context())
+    conn = http.client.HTTPSConnection(
+        host, int(port), timeout=30, context=ssl._create_unverified_context()
+    )
     try:
         conn.putrequest(method, path)
         if user is not None:
@@ -92,23 +100,46 @@ def paths(body: dict[str, Any]) -> list[str]:
 #   _d/    y.txt
 #   dirA/  z.txt, q/ (empty)
 TREE_FILES = [
-    "b.txt", "A.txt", "a-b", "a.b", "é.txt", "\uff21", "\U0001f600",
-    "dirB/x.txt", "dirB/sub/deep.txt", "dirB/sub/deeper/d.txt",
-    "_d/y.txt", "dirA/z.txt",
+    "b.txt",
+    "A.txt",
+    "a-b",
+    "a.b",
+    "é.txt",
+    "\uff21",
+    "\U0001f600",
+    "dirB/x.txt",
+    "dirB/sub/deep.txt",
+    "dirB/sub/deeper/d.txt",
+    "_d/y.txt",
+    "dirA/z.txt",
 ]
 TREE_DIRS = ["Zdir", "dirA/q"]
 
-TOP = ["A.txt", "a-b", "a.b", "b.txt", "é.txt", "\uff21", "\U0001f600",
-       "Zdir", "_d", "dirA", "dirB"]
+TOP = [
+    "A.txt",
+    "a-b",
+    "a.b",
+    "b.txt",
+    "é.txt",
+    "\uff21",
+    "\U0001f600",
+    "Zdir",
+    "_d",
+    "dirA",
+    "dirB",
+]
 # Recursive order: children, then the recursive listing of each child directory in order.
 RECURSIVE = [
     *TOP,
     # Zdir: empty
     "_d/y.txt",
-    "dirA/z.txt", "dirA/q",
+    "dirA/z.txt",
+    "dirA/q",
     # dirA/q: empty
-    "dirB/x.txt", "dirB/sub",
-    "dirB/sub/deep.txt", "dirB/sub/deeper",
+    "dirB/x.txt",
+    "dirB/sub",
+    "dirB/sub/deep.txt",
+    "dirB/sub/deeper",
     "dirB/sub/deeper/d.txt",
 ]
 
@@ -204,10 +235,20 @@ def test_max_depth_two_lists_three_levels(alice: httpx.Client, tree: str) -> Non
     assert paths(body) == rel(tree, [p for p in RECURSIVE if p != "dirB/sub/deeper/d.txt"])
 
 
-@pytest.mark.parametrize(("value", "reported"), [
-    ("abc", 100), ("-1", 100), ("-100", 100), ("1.5", 100), ("", 100),
-    ("1000", 1000), ("1001", 1000), ("999999", 1000), ("3", 3),
-])
+@pytest.mark.parametrize(
+    ("value", "reported"),
+    [
+        ("abc", 100),
+        ("-1", 100),
+        ("-100", 100),
+        ("1.5", 100),
+        ("", 100),
+        ("1000", 1000),
+        ("1001", 1000),
+        ("999999", 1000),
+        ("3", 3),
+    ],
+)
 def test_max_depth_normalised(alice: httpx.Client, tree: str, value: str, reported: int) -> None:
     body = listing(alice, tree.lstrip("/"), recursive="true", max_depth=value)
     assert body["max_depth"] == reported
@@ -315,14 +356,15 @@ def test_after_alone_and_spellings(alice: httpx.Client, tree: str) -> None:
 def test_after_missing_entry_placed_as_file(alice: httpx.Client, tree: str) -> None:
     # "b.txt0" would sort after "b.txt" and before "é.txt" among files.
     body = listing(alice, tree.lstrip("/"), after=f"{tree}/b.txt0")
-    assert paths(body) == rel(tree, TOP[TOP.index("é.txt"):])
+    assert paths(body) == rel(tree, TOP[TOP.index("é.txt") :])
     # a missing U+1F601 sorts after every file but before the directories
     body = listing(alice, tree.lstrip("/"), after=f"{tree}/\U0001f601")
     assert paths(body) == rel(tree, ["Zdir", "_d", "dirA", "dirB"])
     # a missing name placed as a file inside dirB, recursively
     body = listing(alice, tree.lstrip("/"), after=f"{tree}/dirB/zzz", recursive="true")
-    assert paths(body) == rel(tree, ["dirB/sub", "dirB/sub/deep.txt", "dirB/sub/deeper",
-                                     "dirB/sub/deeper/d.txt"])
+    assert paths(body) == rel(
+        tree, ["dirB/sub", "dirB/sub/deep.txt", "dirB/sub/deeper", "dirB/sub/deeper/d.txt"]
+    )
 
 
 @pytest.mark.parametrize("limit", ["0", "10001", "abc", "-1", "", "1.5"])
@@ -334,16 +376,24 @@ def test_invalid_limit(alice: httpx.Client, tree: str, limit: str) -> None:
 def test_after_outside_listing(alice: httpx.Client, tree: str) -> None:
     url = f"/v1/directories{tree}"
     top = tree.rsplit("/", 1)[0]
-    for after in (f"{top}/other", top, tree, "/", f"{tree}x/a.txt",
-                  f"{tree}/dirB/x.txt"):  # a grandchild is not in a non-recursive listing
+    for after in (
+        f"{top}/other",
+        top,
+        tree,
+        "/",
+        f"{tree}x/a.txt",
+        f"{tree}/dirB/x.txt",
+    ):  # a grandchild is not in a non-recursive listing
         assert_error(alice.get(url, params={"after": after}), 400, "BAD_REQUEST")
     for after in (f"{top}/other/x", tree, top, f"{tree}x/dirB/x.txt"):
-        assert_error(alice.get(url, params={"after": after, "recursive": "true"}),
-                     400, "BAD_REQUEST")
+        assert_error(
+            alice.get(url, params={"after": after, "recursive": "true"}), 400, "BAD_REQUEST"
+        )
 
 
-@pytest.mark.parametrize("after", ["../x", "..", "a/../../b", "a\\b", "a\x00b", "a\x01b",
-                                   "a\u202eb", "x" * 256])
+@pytest.mark.parametrize(
+    "after", ["../x", "..", "a/../../b", "a\\b", "a\x00b", "a\x01b", "a\u202eb", "x" * 256]
+)
 def test_invalid_after(alice: httpx.Client, tree: str, after: str) -> None:
     resp = alice.get(f"/v1/directories{tree}", params={"after": after})
     assert_error(resp, 400, "INVALID_PATH")
@@ -351,8 +401,11 @@ def test_invalid_after(alice: httpx.Client, tree: str, after: str) -> None:
 
 def test_listing_a_file_is_not_a_directory(alice: httpx.Client, tree: str) -> None:
     assert_error(alice.get(f"/v1/directories{tree}/b.txt"), 400, "NOT_A_DIRECTORY")
-    assert_error(alice.get(f"/v1/directories{tree}/b.txt/", params={"recursive": "true"}),
-                 400, "NOT_A_DIRECTORY")
+    assert_error(
+        alice.get(f"/v1/directories{tree}/b.txt/", params={"recursive": "true"}),
+        400,
+        "NOT_A_DIRECTORY",
+    )
 
 
 def test_listing_missing_is_404(alice: httpx.Client, tree: str, unique: str) -> None:
@@ -365,8 +418,9 @@ def test_listing_missing_is_404(alice: httpx.Client, tree: str, unique: str) -> 
 
 def test_query_checked_before_existence(alice: httpx.Client, unique: str) -> None:
     # Order: path -> query (400) -> ... -> missing (404)
-    assert_error(alice.get(f"/v1/directories/{unique}/nope", params={"limit": "0"}),
-                 400, "BAD_REQUEST")
+    assert_error(
+        alice.get(f"/v1/directories/{unique}/nope", params={"limit": "0"}), 400, "BAD_REQUEST"
+    )
 
 
 def test_head_listing(alice: httpx.Client, tree: str) -> None:
@@ -395,8 +449,12 @@ def test_unreadable_subdirectories_not_descended(
     body = listing(bob, base, recursive="true")
     assert paths(body) == [
         f"/{base}/top.txt",
-        f"/{base}/noread", f"/{base}/nosearch", f"/{base}/private", f"/{base}/public",
-        f"/{base}/public/p.txt", f"/{base}/public/inner",
+        f"/{base}/noread",
+        f"/{base}/nosearch",
+        f"/{base}/private",
+        f"/{base}/public",
+        f"/{base}/public/p.txt",
+        f"/{base}/public/inner",
         f"/{base}/public/inner/q.txt",
     ]
     # paging bob's view reproduces it

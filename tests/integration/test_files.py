@@ -50,12 +50,20 @@ class Raw:
         return json.loads(self.content)
 
 
-def raw_request(server: Any, method: str, path: str, *, user: str | None = "alice",
-                headers: dict[str, str] | None = None, body: bytes | None = None) -> Raw:
+def raw_request(
+    server: Any,
+    method: str,
+    path: str,
+    *,
+    user: str | None = "alice",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> Raw:
     """Send ``path`` exactly as given (httpx removes dot segments from URLs)."""
     host, port = server.config["server"]["listen_addr"].rsplit(":", 1)
-    conn = http.client.HTTPSConnection(host, int(port), timeout=30,
-                                       context=ssl._create_unverified_context())
+    conn = http.client.HTTPSConnection(
+        host, int(port), timeout=30, context=ssl._create_unverified_context()
+    )
     try:
         conn.putrequest(method, path)
         if user is not None:
@@ -72,8 +80,9 @@ def raw_request(server: Any, method: str, path: str, *, user: str | None = "alic
         conn.close()
 
 
-def assert_error(resp: httpx.Response | Raw, status: int, code: str,
-                 message: str | None = None) -> None:
+def assert_error(
+    resp: httpx.Response | Raw, status: int, code: str, message: str | None = None
+) -> None:
     got = resp.status if isinstance(resp, Raw) else resp.status_code
     assert got == status, (got, resp.content)
     assert resp.headers["content-type"] == "application/json"
@@ -116,8 +125,14 @@ def tmp_files(root: Path) -> list[Path]:
 # --------------------------------------------------------------------------- GET / HEAD of a file
 
 
-def assert_file_headers(resp: httpx.Response, data: bytes, *, owner: str = "alice",
-                        mode: str = "0644", content_type: str = "text/plain") -> None:
+def assert_file_headers(
+    resp: httpx.Response,
+    data: bytes,
+    *,
+    owner: str = "alice",
+    mode: str = "0644",
+    content_type: str = "text/plain",
+) -> None:
     h = resp.headers
     digest = sha(data)
     assert h["content-type"] == content_type
@@ -154,10 +169,22 @@ def test_head_file_has_get_headers_and_no_body(alice: httpx.Client, unique: str)
     assert head.status_code == 200
     assert head.content == b""
     assert_file_headers(head, data)
-    for name in ("content-type", "content-length", "etag", "last-modified", "accept-ranges",
-                 "repr-digest", "x-callfs-type", "x-callfs-size", "x-callfs-mode",
-                 "x-callfs-owner", "x-callfs-group", "x-callfs-mtime", "x-callfs-sha256",
-                 "x-callfs-instance-id"):
+    for name in (
+        "content-type",
+        "content-length",
+        "etag",
+        "last-modified",
+        "accept-ranges",
+        "repr-digest",
+        "x-callfs-type",
+        "x-callfs-size",
+        "x-callfs-mode",
+        "x-callfs-owner",
+        "x-callfs-group",
+        "x-callfs-mtime",
+        "x-callfs-sha256",
+        "x-callfs-instance-id",
+    ):
         assert head.headers[name] == get.headers[name], name
 
 
@@ -204,8 +231,10 @@ def test_trailing_slash_irrelevant_on_get(alice: httpx.Client, unique: str) -> N
 
 def test_query_parameters_ignored_on_get(alice: httpx.Client, unique: str) -> None:
     put(alice, f"{unique}/f.txt", b"whole")
-    resp = alice.get(f"/v1/files/{unique}/f.txt",
-                     params={"manifest": "true", "erasure": "rs", "data_shards": "4", "x": "y"})
+    resp = alice.get(
+        f"/v1/files/{unique}/f.txt",
+        params={"manifest": "true", "erasure": "rs", "data_shards": "4", "x": "y"},
+    )
     assert resp.status_code == 200
     assert resp.content == b"whole"
     assert resp.headers["content-type"] == "text/plain"
@@ -319,8 +348,9 @@ def test_get_directory_headers(alice: httpx.Client, unique: str) -> None:
         ("f.json", "image/png", "image/png"),
     ],
 )
-def test_content_type_stored(alice: httpx.Client, unique: str, name: str, sent: str | None,
-                             stored: str) -> None:
+def test_content_type_stored(
+    alice: httpx.Client, unique: str, name: str, sent: str | None, stored: str
+) -> None:
     headers = {"Content-Type": sent} if sent is not None else {}
     resp = alice.post(f"/v1/files/{unique}/{name}", content=b"data", headers=headers)
     assert resp.status_code == 201, resp.text
@@ -343,8 +373,9 @@ def test_content_type_replaced_by_put(alice: httpx.Client, unique: str) -> None:
 
 def test_upload_stored_byte_for_byte(alice: httpx.Client, server: Any, unique: str) -> None:
     data = bytes(range(256)) * 4 + b"\x1f\x8b\x08\x00"
-    resp = alice.put(f"/v1/files/{unique}/raw.gz", content=data,
-                     headers={"Content-Encoding": "gzip"})
+    resp = alice.put(
+        f"/v1/files/{unique}/raw.gz", content=data, headers={"Content-Encoding": "gzip"}
+    )
     assert resp.status_code == 201
     got = alice.get(f"/v1/files/{unique}/raw.gz", headers={"Accept-Encoding": "identity"})
     assert got.content == data
@@ -415,8 +446,9 @@ def test_post_file_on_directory_conflict(alice: httpx.Client, unique: str) -> No
 
 
 def test_post_creates_missing_parents(alice: httpx.Client, server: Any, unique: str) -> None:
-    resp = alice.post(f"/v1/files/{unique}/a/b/c/file.txt", content=b"deep",
-                      headers={"X-CallFS-Mode": "0600"})
+    resp = alice.post(
+        f"/v1/files/{unique}/a/b/c/file.txt", content=b"deep", headers={"X-CallFS-Mode": "0600"}
+    )
     assert resp.status_code == 201
     for parent in (unique, f"{unique}/a", f"{unique}/a/b", f"{unique}/a/b/c"):
         head = alice.head(f"/v1/files/{parent}")
@@ -437,13 +469,23 @@ def test_post_directory_creates_missing_parents(alice: httpx.Client, unique: str
 
 def test_post_below_a_file_is_not_a_directory(alice: httpx.Client, unique: str) -> None:
     put(alice, f"{unique}/f.txt", b"x")
-    assert_error(alice.post(f"/v1/files/{unique}/f.txt/child", content=b"y"),
-                 400, "NOT_A_DIRECTORY")
+    assert_error(
+        alice.post(f"/v1/files/{unique}/f.txt/child", content=b"y"), 400, "NOT_A_DIRECTORY"
+    )
     assert_error(alice.post(f"/v1/files/{unique}/f.txt/a/b/"), 400, "NOT_A_DIRECTORY")
 
 
-@pytest.mark.parametrize(("sent", "stored"), [("644", "0644"), ("0600", "0600"), ("600", "0600"),
-                                              ("0444", "0444"), ("4644", "4644"), ("000", "0000")])
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("644", "0644"),
+        ("0600", "0600"),
+        ("600", "0600"),
+        ("0444", "0444"),
+        ("4644", "4644"),
+        ("000", "0000"),
+    ],
+)
 def test_post_file_mode(alice: httpx.Client, unique: str, sent: str, stored: str) -> None:
     resp = alice.post(f"/v1/files/{unique}/f.txt", content=b"m", headers={"X-CallFS-Mode": sent})
     assert resp.status_code == 201
@@ -453,32 +495,37 @@ def test_post_file_mode(alice: httpx.Client, unique: str, sent: str, stored: str
         assert alice.head(f"/v1/files/{unique}/f.txt").headers["x-callfs-mode"] == stored
 
 
-@pytest.mark.parametrize(("sent", "stored"), [("755", "0755"), ("0700", "0700"), ("2775", "2775"),
-                                              ("1777", "1777")])
+@pytest.mark.parametrize(
+    ("sent", "stored"), [("755", "0755"), ("0700", "0700"), ("2775", "2775"), ("1777", "1777")]
+)
 def test_post_directory_mode(alice: httpx.Client, unique: str, sent: str, stored: str) -> None:
     resp = alice.post(f"/v1/files/{unique}/d/", headers={"X-CallFS-Mode": sent})
     assert resp.status_code == 201
     assert alice.head(f"/v1/files/{unique}/d").headers["x-callfs-mode"] == stored
 
 
-@pytest.mark.parametrize("mode", ["888", "64", "12345", "abc", "", "0o644", "+644", "644x",
-                                  "０６４４"])
+@pytest.mark.parametrize(
+    "mode", ["888", "64", "12345", "abc", "", "0o644", "+644", "644x", "０６４４"]
+)
 def test_post_invalid_mode(alice: httpx.Client, unique: str, mode: str) -> None:
-    resp = alice.post(f"/v1/files/{unique}/f.txt", content=b"m",
-                      headers={"X-CallFS-Mode": mode.encode()})  # type: ignore[dict-item]
-    assert_error(resp, 400, "BAD_REQUEST")
-    assert_error(alice.post(f"/v1/files/{unique}/d/", headers={"X-CallFS-Mode": mode.encode()}),  # type: ignore[dict-item]
-                 400, "BAD_REQUEST")
-    assert_error(alice.put(f"/v1/files/{unique}/g.txt", content=b"m",
-                           headers={"X-CallFS-Mode": mode.encode()}),  # type: ignore[dict-item]
-                 400, "BAD_REQUEST")
+    headers: dict[str, Any] = {"X-CallFS-Mode": mode.encode()}  # bytes: non-ASCII digits too
+    assert_error(
+        alice.post(f"/v1/files/{unique}/f.txt", content=b"m", headers=headers), 400, "BAD_REQUEST"
+    )
+    assert_error(alice.post(f"/v1/files/{unique}/d/", headers=headers), 400, "BAD_REQUEST")
+    assert_error(
+        alice.put(f"/v1/files/{unique}/g.txt", content=b"m", headers=headers), 400, "BAD_REQUEST"
+    )
     assert alice.get(f"/v1/files/{unique}").status_code == 404  # nothing created
 
 
 def test_post_ignores_erasure_options(alice: httpx.Client, unique: str) -> None:
-    resp = alice.post(f"/v1/files/{unique}/e.txt", content=b"whole",
-                      params={"erasure": "true", "data_shards": "4", "parity_shards": "2"},
-                      headers={"X-CallFS-Erasure": "true"})
+    resp = alice.post(
+        f"/v1/files/{unique}/e.txt",
+        content=b"whole",
+        params={"erasure": "true", "data_shards": "4", "parity_shards": "2"},
+        headers={"X-CallFS-Erasure": "true"},
+    )
     assert resp.status_code == 201
     assert alice.get(f"/v1/files/{unique}/e.txt").content == b"whole"
 
@@ -497,8 +544,9 @@ def test_put_create_then_replace(alice: httpx.Client, server: Any, unique: str) 
     assert before["x-callfs-mode"] == "0640"
 
     with server.client("boss") as boss:  # admin replaces alice's file
-        replaced = boss.put(f"/v1/files/{unique}/f.txt", content=v2,
-                            headers={"X-CallFS-Mode": "0600"})
+        replaced = boss.put(
+            f"/v1/files/{unique}/f.txt", content=v2, headers={"X-CallFS-Mode": "0600"}
+        )
     assert replaced.status_code == 200
     assert replaced.content == b""
     assert replaced.headers["etag"] == f'"{sha(v2)}"'
@@ -527,8 +575,12 @@ def test_put_to_directory_url_is_bad_request(alice: httpx.Client, unique: str) -
     assert_error(resp, 400, "BAD_REQUEST", "PUT cannot target a directory path")
     assert alice.get(f"/v1/files/{unique}").status_code == 404
     mkdir(alice, f"{unique}/d")
-    assert_error(alice.put(f"/v1/files/{unique}/d/", content=b"x"), 400, "BAD_REQUEST",
-                 "PUT cannot target a directory path")
+    assert_error(
+        alice.put(f"/v1/files/{unique}/d/", content=b"x"),
+        400,
+        "BAD_REQUEST",
+        "PUT cannot target a directory path",
+    )
 
 
 def test_put_onto_directory_is_a_directory(alice: httpx.Client, unique: str) -> None:
@@ -539,10 +591,8 @@ def test_put_onto_directory_is_a_directory(alice: httpx.Client, unique: str) -> 
 
 def test_put_below_a_file_is_not_a_directory(alice: httpx.Client, unique: str) -> None:
     put(alice, f"{unique}/f.txt", b"x")
-    assert_error(alice.put(f"/v1/files/{unique}/f.txt/child", content=b"y"),
-                 400, "NOT_A_DIRECTORY")
-    assert_error(alice.put(f"/v1/files/{unique}/f.txt/a/b/c", content=b"y"),
-                 400, "NOT_A_DIRECTORY")
+    assert_error(alice.put(f"/v1/files/{unique}/f.txt/child", content=b"y"), 400, "NOT_A_DIRECTORY")
+    assert_error(alice.put(f"/v1/files/{unique}/f.txt/a/b/c", content=b"y"), 400, "NOT_A_DIRECTORY")
     assert alice.get(f"/v1/files/{unique}/f.txt").content == b"x"
 
 
@@ -571,16 +621,24 @@ def test_delete_missing_is_404(alice: httpx.Client, unique: str) -> None:
     assert_error(alice.delete(f"/v1/files/{unique}/nope"), 404, "FILE_NOT_FOUND")
     mkdir(alice, unique)
     assert_error(alice.delete(f"/v1/files/{unique}/nope"), 404, "FILE_NOT_FOUND")
-    assert_error(alice.delete(f"/v1/files/{unique}/nope", params={"recursive": "true"}),
-                 404, "FILE_NOT_FOUND")
+    assert_error(
+        alice.delete(f"/v1/files/{unique}/nope", params={"recursive": "true"}),
+        404,
+        "FILE_NOT_FOUND",
+    )
 
 
 def test_delete_non_empty_directory(alice: httpx.Client, server: Any, unique: str) -> None:
     put(alice, f"{unique}/d/a.txt", b"a")
     put(alice, f"{unique}/d/sub/b.txt", b"b")
     mkdir(alice, f"{unique}/d/sub/empty")
-    for params in ({}, {"recursive": "false"}, {"recursive": "1"}, {"recursive": "True"},
-                   {"recursive": "yes"}):
+    for params in (
+        {},
+        {"recursive": "false"},
+        {"recursive": "1"},
+        {"recursive": "True"},
+        {"recursive": "yes"},
+    ):
         resp = alice.delete(f"/v1/files/{unique}/d", params=params)
         assert_error(resp, 409, "DIRECTORY_NOT_EMPTY")
     assert alice.get(f"/v1/files/{unique}/d/sub/b.txt").content == b"b"
@@ -614,8 +672,12 @@ def test_delete_root_is_bad_request(server: Any, alice: httpx.Client, path: str)
     msg = "the root directory cannot be deleted"
     assert_error(raw_request(server, "DELETE", f"/v1/files/{path}"), 400, "BAD_REQUEST", msg)
     # admins do not bypass validation
-    assert_error(raw_request(server, "DELETE", f"/v1/files/{path}?recursive=true", user="boss"),
-                 400, "BAD_REQUEST", msg)
+    assert_error(
+        raw_request(server, "DELETE", f"/v1/files/{path}?recursive=true", user="boss"),
+        400,
+        "BAD_REQUEST",
+        msg,
+    )
     assert alice.head("/v1/files/").status_code == 200
 
 
@@ -662,8 +724,19 @@ def test_range_not_satisfiable(alice: httpx.Client, alphabet: str, header: str) 
     assert resp.headers["content-range"] == "bytes */26"
 
 
-@pytest.mark.parametrize("header", ["bytes=0-1,3-4", "bytes=0-1, 5-", "items=0-4", "bytes=abc",
-                                    "bytes=", "bytes 0-4", "0-4", "bytes=--5"])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "bytes=0-1,3-4",
+        "bytes=0-1, 5-",
+        "items=0-4",
+        "bytes=abc",
+        "bytes=",
+        "bytes 0-4",
+        "0-4",
+        "bytes=--5",
+    ],
+)
 def test_range_ignored(alice: httpx.Client, alphabet: str, header: str) -> None:
     resp = alice.get(alphabet, headers={"Range": header})
     assert resp.status_code == 200
@@ -717,9 +790,17 @@ def test_if_none_match_get_304(alice: httpx.Client, alphabet: str) -> None:
             resp = alice.request(method, alphabet, headers={"If-None-Match": value})
             assert resp.status_code == 304, (method, value)
             assert resp.content == b""
-            for name in ("etag", "last-modified", "x-callfs-type", "x-callfs-size",
-                         "x-callfs-mode", "x-callfs-owner", "x-callfs-group", "x-callfs-mtime",
-                         "x-callfs-sha256"):
+            for name in (
+                "etag",
+                "last-modified",
+                "x-callfs-type",
+                "x-callfs-size",
+                "x-callfs-mode",
+                "x-callfs-owner",
+                "x-callfs-group",
+                "x-callfs-mtime",
+                "x-callfs-sha256",
+            ):
                 assert resp.headers[name] == full.headers[name], (value, name)
     resp = alice.get(alphabet, headers={"If-None-Match": '"other"'})
     assert resp.status_code == 200
@@ -740,8 +821,9 @@ def test_if_modified_since(alice: httpx.Client, alphabet: str) -> None:
     assert resp.content == ALPHABET
     assert alice.get(alphabet, headers={"If-Modified-Since": "garbage"}).status_code == 200
     # If-None-Match takes precedence over If-Modified-Since
-    both = alice.get(alphabet, headers={"If-Modified-Since": last_modified,
-                                        "If-None-Match": '"other"'})
+    both = alice.get(
+        alphabet, headers={"If-Modified-Since": last_modified, "If-None-Match": '"other"'}
+    )
     assert both.status_code == 200
 
 
@@ -755,8 +837,9 @@ def test_if_match_and_if_unmodified_since_on_get(alice: httpx.Client, alphabet: 
     assert_error(alice.get(alphabet, headers={"If-Match": f"W/{etag}"}), 412, "PRECONDITION_FAILED")
     lm = parsedate_to_datetime(alice.head(alphabet).headers["last-modified"])
     old = format_datetime(lm - timedelta(hours=1), usegmt=True)
-    assert_error(alice.get(alphabet, headers={"If-Unmodified-Since": old}),
-                 412, "PRECONDITION_FAILED")
+    assert_error(
+        alice.get(alphabet, headers={"If-Unmodified-Since": old}), 412, "PRECONDITION_FAILED"
+    )
     same = format_datetime(lm, usegmt=True)
     assert alice.get(alphabet, headers={"If-Unmodified-Since": same}).status_code == 200
 
@@ -777,8 +860,9 @@ def test_conditionals_on_directories(alice: httpx.Client, unique: str) -> None:
 def test_put_if_match(alice: httpx.Client, unique: str) -> None:
     url = f"/v1/files/{unique}/f.txt"
     put(alice, f"{unique}/f.txt", b"one")
-    assert_error(alice.put(url, content=b"two", headers={"If-Match": '"nope"'}),
-                 412, "PRECONDITION_FAILED")
+    assert_error(
+        alice.put(url, content=b"two", headers={"If-Match": '"nope"'}), 412, "PRECONDITION_FAILED"
+    )
     assert alice.get(url).content == b"one"
     ok = alice.put(url, content=b"two", headers={"If-Match": f'"{sha(b"one")}"'})
     assert ok.status_code == 200
@@ -786,8 +870,11 @@ def test_put_if_match(alice: httpx.Client, unique: str) -> None:
     # If-Match never creates
     missing = f"/v1/files/{unique}/missing.txt"
     for value in ("*", f'"{sha(b"two")}"'):
-        assert_error(alice.put(missing, content=b"x", headers={"If-Match": value}),
-                     412, "PRECONDITION_FAILED")
+        assert_error(
+            alice.put(missing, content=b"x", headers={"If-Match": value}),
+            412,
+            "PRECONDITION_FAILED",
+        )
     assert alice.get(missing).status_code == 404
 
 
@@ -795,11 +882,15 @@ def test_put_if_none_match_star_only_creates(alice: httpx.Client, unique: str) -
     url = f"/v1/files/{unique}/f.txt"
     created = alice.put(url, content=b"one", headers={"If-None-Match": "*"})
     assert created.status_code == 201
-    assert_error(alice.put(url, content=b"two", headers={"If-None-Match": "*"}),
-                 412, "PRECONDITION_FAILED")
+    assert_error(
+        alice.put(url, content=b"two", headers={"If-None-Match": "*"}), 412, "PRECONDITION_FAILED"
+    )
     assert alice.get(url).content == b"one"
-    assert_error(alice.put(url, content=b"two", headers={"If-None-Match": f'"{sha(b"one")}"'}),
-                 412, "PRECONDITION_FAILED")
+    assert_error(
+        alice.put(url, content=b"two", headers={"If-None-Match": f'"{sha(b"one")}"'}),
+        412,
+        "PRECONDITION_FAILED",
+    )
     assert alice.get(url).content == b"one"
 
 
@@ -808,8 +899,11 @@ def test_put_if_unmodified_since(alice: httpx.Client, unique: str) -> None:
     put(alice, f"{unique}/f.txt", b"one")
     lm = parsedate_to_datetime(alice.head(url).headers["last-modified"])
     old = format_datetime(lm - timedelta(hours=1), usegmt=True)
-    assert_error(alice.put(url, content=b"two", headers={"If-Unmodified-Since": old}),
-                 412, "PRECONDITION_FAILED")
+    assert_error(
+        alice.put(url, content=b"two", headers={"If-Unmodified-Since": old}),
+        412,
+        "PRECONDITION_FAILED",
+    )
     assert alice.get(url).content == b"one"
 
 
@@ -838,8 +932,10 @@ def test_preconditions_after_existence(alice: httpx.Client, unique: str) -> None
     [
         {"Content-Digest": f"sha-256=:{sha_b64(b'payload')}:"},
         {"Repr-Digest": f"sha-256=:{sha_b64(b'payload')}:"},
-        {"Content-Digest": f"sha-512=:{b64(hashlib.sha512(b'x').digest())}:, "
-                           f"sha-256=:{sha_b64(b'payload')}:"},
+        {
+            "Content-Digest": f"sha-512=:{b64(hashlib.sha512(b'x').digest())}:, "
+            f"sha-256=:{sha_b64(b'payload')}:"
+        },
         {"Content-Digest": f"sha-512=:{b64(hashlib.sha512(b'other').digest())}:"},
         {"Content-MD5": md5_b64(b"payload")},
         {"Content-MD5": md5_b64(b"payload"), "Repr-Digest": f"sha-256=:{sha_b64(b'payload')}:"},
@@ -860,13 +956,16 @@ def test_digest_ok(alice: httpx.Client, unique: str, headers: dict[str, str]) ->
         {"Content-Digest": f"sha-256=:{sha_b64(b'something else')}:"},
         {"Repr-Digest": f"sha-256=:{sha_b64(b'something else')}:"},
         {"Content-MD5": md5_b64(b"something else")},
-        {"Content-Digest": f"sha-256=:{sha_b64(b'payload')}:",
-         "Content-MD5": md5_b64(b"something else")},
+        {
+            "Content-Digest": f"sha-256=:{sha_b64(b'payload')}:",
+            "Content-MD5": md5_b64(b"something else"),
+        },
     ],
     ids=["content-digest", "repr-digest", "md5", "one-of-two"],
 )
-def test_digest_mismatch(alice: httpx.Client, server: Any, unique: str,
-                         headers: dict[str, str]) -> None:
+def test_digest_mismatch(
+    alice: httpx.Client, server: Any, unique: str, headers: dict[str, str]
+) -> None:
     resp = alice.post(f"/v1/files/{unique}/new.txt", content=b"payload", headers=headers)
     assert_error(resp, 400, "DIGEST_MISMATCH")
     assert_error(alice.get(f"/v1/files/{unique}/new.txt"), 404, "FILE_NOT_FOUND")
@@ -874,8 +973,11 @@ def test_digest_mismatch(alice: httpx.Client, server: Any, unique: str,
     # replace: nothing changes
     put(alice, f"{unique}/old.txt", b"old content", headers={"Content-Type": "text/csv"})
     before = alice.head(f"/v1/files/{unique}/old.txt").headers
-    resp = alice.put(f"/v1/files/{unique}/old.txt", content=b"payload",
-                     headers={**headers, "Content-Type": "image/png"})
+    resp = alice.put(
+        f"/v1/files/{unique}/old.txt",
+        content=b"payload",
+        headers={**headers, "Content-Type": "image/png"},
+    )
     assert_error(resp, 400, "DIGEST_MISMATCH")
     after = alice.get(f"/v1/files/{unique}/old.txt")
     assert after.content == b"old content"
@@ -896,22 +998,41 @@ def test_digest_mismatch(alice: httpx.Client, server: Any, unique: str,
         {"Content-MD5": "not base64!"},
         {"Content-MD5": sha_b64(b"payload")},  # 32 bytes
     ],
-    ids=["token", "bad-base64", "short", "no-dictionary", "no-colons", "md5-bad-base64",
-         "md5-length"],
+    ids=[
+        "token",
+        "bad-base64",
+        "short",
+        "no-dictionary",
+        "no-colons",
+        "md5-bad-base64",
+        "md5-length",
+    ],
 )
-def test_digest_malformed(alice: httpx.Client, server: Any, unique: str,
-                          headers: dict[str, str]) -> None:
-    assert_error(alice.post(f"/v1/files/{unique}/f.txt", content=b"payload", headers=headers),
-                 400, "BAD_REQUEST")
-    assert_error(alice.put(f"/v1/files/{unique}/f.txt", content=b"payload", headers=headers),
-                 400, "BAD_REQUEST")
+def test_digest_malformed(
+    alice: httpx.Client, server: Any, unique: str, headers: dict[str, str]
+) -> None:
+    assert_error(
+        alice.post(f"/v1/files/{unique}/f.txt", content=b"payload", headers=headers),
+        400,
+        "BAD_REQUEST",
+    )
+    assert_error(
+        alice.put(f"/v1/files/{unique}/f.txt", content=b"payload", headers=headers),
+        400,
+        "BAD_REQUEST",
+    )
     assert alice.get(f"/v1/files/{unique}").status_code == 404
     assert not (server.files_root / unique).exists()
 
 
 def test_digest_ignored_on_directory_request(alice: httpx.Client, unique: str) -> None:
-    resp = alice.post(f"/v1/files/{unique}/d/", headers={
-        "Content-Digest": f"sha-256=:{sha_b64(b'nothing')}:", "Content-MD5": md5_b64(b"no")})
+    resp = alice.post(
+        f"/v1/files/{unique}/d/",
+        headers={
+            "Content-Digest": f"sha-256=:{sha_b64(b'nothing')}:",
+            "Content-MD5": md5_b64(b"no"),
+        },
+    )
     assert resp.status_code == 201
     assert alice.head(f"/v1/files/{unique}/d").headers["x-callfs-type"] == "directory"
 
@@ -927,9 +1048,10 @@ def test_keep_alive_connection_usable_after_early_error(
     MAY close the connection after an early error, so it has to announce it)."""
     mkdir(alice, f"{unique}/d")
     failures = []
-    for i in range(150):
+    for i in range(300):
+        body = b"b" * (1, 8192, 65536)[i % 3]
         try:
-            resp = bob.post(f"/v1/files/{unique}/d/n{i}.txt", content=b"b")
+            resp = bob.post(f"/v1/files/{unique}/d/n{i}.txt", content=body)
         except httpx.TransportError as exc:
             failures.append(f"request {i}: {exc!r}")
             continue
@@ -956,10 +1078,12 @@ def test_upload_size_limit(make_server: Any) -> None:
         assert c.head("/v1/files/lim/exact.bin").headers["content-length"] == "1000"
 
         assert_error(c.put("/v1/files/lim/big.bin", content=b"b" * 1001), 413, "PAYLOAD_TOO_LARGE")
-        assert_error(c.post("/v1/files/lim/big2.bin", content=b"b" * 5000),
-                     413, "PAYLOAD_TOO_LARGE")
-        assert_error(c.put("/v1/files/lim/exact.bin", content=b"b" * 1001),
-                     413, "PAYLOAD_TOO_LARGE")
+        assert_error(
+            c.post("/v1/files/lim/big2.bin", content=b"b" * 5000), 413, "PAYLOAD_TOO_LARGE"
+        )
+        assert_error(
+            c.put("/v1/files/lim/exact.bin", content=b"b" * 1001), 413, "PAYLOAD_TOO_LARGE"
+        )
         assert c.get("/v1/files/lim/big.bin").status_code == 404
         assert c.get("/v1/files/lim/big2.bin").status_code == 404
 
@@ -993,7 +1117,10 @@ def test_upload_size_limit(make_server: Any) -> None:
     assert not (srv.files_root / "lim" / "fresh.bin").exists()
     assert tmp_files(srv.files_root) == []
     assert sorted(p.name for p in (srv.files_root / "lim").iterdir()) == [
-        "chunked.bin", "exact.bin", "keep.txt"]
+        "chunked.bin",
+        "exact.bin",
+        "keep.txt",
+    ]
 
 
 def test_chunked_over_limit_always_answers_413(make_server: Any) -> None:
@@ -1004,4 +1131,3 @@ def test_chunked_over_limit_always_answers_413(make_server: Any) -> None:
         assert_error(resp, 413, "PAYLOAD_TOO_LARGE")
         assert c.get("/v1/files/over.bin").status_code == 404
     assert tmp_files(srv.files_root) == []
-

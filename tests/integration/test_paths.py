@@ -49,13 +49,21 @@ class RawClient:
             self.conn.close()
             self.conn = None
 
-    def request(self, method: str, path: str, *, user: str | None = "alice",
-                headers: dict[str, str] | None = None, body: bytes | None = None) -> Raw:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        user: str | None = "alice",
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> Raw:
         for attempt in range(2):
             fresh = self.conn is None
             if self.conn is None:
-                self.conn = http.client.HTTPSConnection(*self.address, timeout=30,
-                                                        context=self.context)
+                self.conn = http.client.HTTPSConnection(
+                    *self.address, timeout=30, context=self.context
+                )
             try:
                 return self._send(self.conn, method, path, user, headers or {}, body)
             except (http.client.RemoteDisconnected, ConnectionError, ssl.SSLError):
@@ -64,8 +72,15 @@ class RawClient:
                     raise
         raise AssertionError("unreachable")
 
-    def _send(self, conn: http.client.HTTPSConnection, method: str, path: str,
-              user: str | None, headers: dict[str, str], body: bytes | None) -> Raw:
+    def _send(
+        self,
+        conn: http.client.HTTPSConnection,
+        method: str,
+        path: str,
+        user: str | None,
+        headers: dict[str, str],
+        body: bytes | None,
+    ) -> Raw:
         conn.putrequest(method, path)
         if user is not None:
             key = self.server.config["auth"]["api_key_users"][user]
@@ -85,8 +100,15 @@ class RawClient:
 _clients: dict[int, RawClient] = {}
 
 
-def raw_request(server: Any, method: str, path: str, *, user: str | None = "alice",
-                headers: dict[str, str] | None = None, body: bytes | None = None) -> Raw:
+def raw_request(
+    server: Any,
+    method: str,
+    path: str,
+    *,
+    user: str | None = "alice",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> Raw:
     """Send ``path`` byte-for-byte as the request target."""
     client = _clients.get(id(server))
     if client is None or client.server is not server:
@@ -169,8 +191,9 @@ INVALID_IDS = [p if len(p) < 40 else f"long-{len(p)}" for p in INVALID]
 
 
 @pytest.mark.parametrize("spelling", INVALID, ids=INVALID_IDS)
-def test_invalid_path_rejected_everywhere(server: Any, alice: httpx.Client, unique: str,
-                                          spelling: str) -> None:
+def test_invalid_path_rejected_everywhere(
+    server: Any, alice: httpx.Client, unique: str, spelling: str
+) -> None:
     requests = [
         ("GET", f"/v1/files/{spelling}", None),
         ("HEAD", f"/v1/files/{spelling}", None),
@@ -185,10 +208,12 @@ def test_invalid_path_rejected_everywhere(server: Any, alice: httpx.Client, uniq
     ]
     if ".." not in spelling and "%2e" not in spelling.lower():
         # climbing spellings may be valid below a directory; the others never are
-        requests += [("GET", f"/v1/files/{unique}/{spelling}", None),
-                     ("PUT", f"/v1/files/{unique}/{spelling}", b"pwned"),
-                     ("DELETE", f"/v1/files/{unique}/{spelling}", None),
-                     ("GET", f"/v1/directories/{unique}/{spelling}", None)]
+        requests += [
+            ("GET", f"/v1/files/{unique}/{spelling}", None),
+            ("PUT", f"/v1/files/{unique}/{spelling}", b"pwned"),
+            ("DELETE", f"/v1/files/{unique}/{spelling}", None),
+            ("GET", f"/v1/directories/{unique}/{spelling}", None),
+        ]
     mkdir = alice.post(f"/v1/files/{unique}/")
     assert mkdir.status_code == 201
     for method, path, body in requests:
@@ -274,8 +299,9 @@ def test_segment_and_path_length_limits(server: Any, alice: httpx.Client, unique
         ("a%EF%BC%8Fb", "a\uff0fb"),
     ],
 )
-def test_file_spellings_are_canonicalised(server: Any, alice: httpx.Client, unique: str,
-                                          spelling: str, canonical: str) -> None:
+def test_file_spellings_are_canonicalised(
+    server: Any, alice: httpx.Client, unique: str, spelling: str, canonical: str
+) -> None:
     data = f"via {spelling}".encode()
     resp = raw_request(server, "PUT", f"/v1/files/{unique}/{spelling}", body=data)
     assert resp.status == 201, resp.content
@@ -291,8 +317,11 @@ def test_file_spellings_are_canonicalised(server: Any, alice: httpx.Client, uniq
     assert [(i["name"], i["path"]) for i in items] == [(name, f"/{unique}/{canonical}")]
     assert (server.files_root / unique / canonical).read_bytes() == data
     # a second spelling for the same path is the same file
-    assert_error(raw_request(server, "POST", f"/v1/files/{unique}/{spelling}", body=b"x"),
-                 409, "FILE_ALREADY_EXISTS")
+    assert_error(
+        raw_request(server, "POST", f"/v1/files/{unique}/{spelling}", body=b"x"),
+        409,
+        "FILE_ALREADY_EXISTS",
+    )
     assert raw_request(server, "DELETE", f"/v1/files/{unique}/{spelling}").status == 204
     assert_error(alice.get(f"/v1/files/{unique}/{quote(canonical)}"), 404, "FILE_NOT_FOUND")
 
@@ -306,8 +335,9 @@ def test_file_spellings_are_canonicalised(server: Any, alice: httpx.Client, uniq
         ("n/./", "n"),
     ],
 )
-def test_directory_spellings_are_canonicalised(server: Any, alice: httpx.Client, unique: str,
-                                               spelling: str, canonical: str) -> None:
+def test_directory_spellings_are_canonicalised(
+    server: Any, alice: httpx.Client, unique: str, spelling: str, canonical: str
+) -> None:
     resp = raw_request(server, "POST", f"/v1/files/{unique}/{spelling}", body=b"")
     assert resp.status == 201, resp.content
     head = alice.head(f"/v1/files/{unique}/{canonical}")
@@ -319,8 +349,9 @@ def test_directory_spellings_are_canonicalised(server: Any, alice: httpx.Client,
     assert listing.json()["path"] == f"/{unique}/{canonical}"
     assert raw_request(server, "POST", f"/v1/files/{unique}/{spelling}").status == 200
     # PUT to a directory URL is refused whatever the spelling
-    assert_error(raw_request(server, "PUT", f"/v1/files/{unique}/{spelling}", body=b"x"),
-                 400, "BAD_REQUEST")
+    assert_error(
+        raw_request(server, "PUT", f"/v1/files/{unique}/{spelling}", body=b"x"), 400, "BAD_REQUEST"
+    )
 
 
 @pytest.mark.parametrize("spelling", ["", "/", ".", "./", "a/..", "a/../", "//"])
@@ -332,15 +363,33 @@ def test_root_spellings(server: Any, spelling: str) -> None:
     assert head.status == 200
     assert head.headers["x-callfs-owner"] == "root"
     assert head.headers["x-callfs-mode"] == "1777"
-    assert_error(raw_request(server, "PUT", f"/v1/files/{spelling}", body=b"x"),
-                 400, "BAD_REQUEST")
+    assert_error(raw_request(server, "PUT", f"/v1/files/{spelling}", body=b"x"), 400, "BAD_REQUEST")
 
 
 @pytest.mark.parametrize(
     "name",
-    ["...", ".hidden", "trailing-dots...", "file with spaces.txt", "archive.tar.gz",
-     "file+plus.txt", "a@b", "a\uff0fb", "..a", "a..", ". x", "%", "100%25", "~user",
-     "semi;colon", "q?mark", "hash#tag", "ünïcödé", "\U0001f600.txt", "tab\tname"],
+    [
+        "...",
+        ".hidden",
+        "trailing-dots...",
+        "file with spaces.txt",
+        "archive.tar.gz",
+        "file+plus.txt",
+        "a@b",
+        "a\uff0fb",
+        "..a",
+        "a..",
+        ". x",
+        "%",
+        "100%25",
+        "~user",
+        "semi;colon",
+        "q?mark",
+        "hash#tag",
+        "ünïcödé",
+        "\U0001f600.txt",
+        "tab\tname",
+    ],
 )
 def test_literal_names(server: Any, alice: httpx.Client, unique: str, name: str) -> None:
     encoded = quote(name, safe="")
@@ -432,8 +481,11 @@ ESCAPES: list[tuple[str, str | None]] = [
 @pytest.fixture
 def planted(make_server: Any) -> Iterator[tuple[Any, list[Path]]]:
     srv = make_server()
-    outside = [srv.files_root.parent / "secret.txt", srv.data_dir.parent / "secret.txt",
-               srv.files_root.parent / "files2" / "secret.txt"]
+    outside = [
+        srv.files_root.parent / "secret.txt",
+        srv.data_dir.parent / "secret.txt",
+        srv.files_root.parent / "files2" / "secret.txt",
+    ]
     for path in outside:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(SECRET)
@@ -465,18 +517,21 @@ def test_cannot_escape_the_root_via_url(planted: tuple[Any, list[Path]]) -> None
             for spelling, canonical in escapes:
                 url = f"/v1/files/{spelling}"
                 what = (user, spelling)
-                reads = [raw_request(srv, "GET", url, user=user),
-                         raw_request(srv, "GET", f"/v1/directories/{spelling}", user=user),
-                         raw_request(srv, "DELETE", url, user=user),
-                         raw_request(srv, "DELETE", url + "?recursive=true", user=user)]
+                reads = [
+                    raw_request(srv, "GET", url, user=user),
+                    raw_request(srv, "GET", f"/v1/directories/{spelling}", user=user),
+                    raw_request(srv, "DELETE", url, user=user),
+                    raw_request(srv, "DELETE", url + "?recursive=true", user=user),
+                ]
                 head = raw_request(srv, "HEAD", url, user=user)
                 if canonical is None:
                     for resp in reads:
                         assert_invalid(resp, what)
                     assert head.status == 400, what
                     for method in ("PUT", "POST"):
-                        assert_invalid(raw_request(srv, method, url, user=user,
-                                                   body=b"pwned"), (method, *what))
+                        assert_invalid(
+                            raw_request(srv, method, url, user=user, body=b"pwned"), (method, *what)
+                        )
                     assert_invalid(raw_request(srv, "POST", url + "/", user=user), what)
                     continue
                 for resp in reads:
@@ -490,8 +545,12 @@ def test_cannot_escape_the_root_via_url(planted: tuple[Any, list[Path]]) -> None
                 got = boss.get(f"/v1/files{quote(canonical)}")
                 assert got.content == b"pwned", what
                 assert raw_request(srv, "GET", url, user=user).content == b"pwned"
-                assert_error(raw_request(srv, "POST", url, user=user, body=b"again"),
-                             409, "FILE_ALREADY_EXISTS", what)
+                assert_error(
+                    raw_request(srv, "POST", url, user=user, body=b"again"),
+                    409,
+                    "FILE_ALREADY_EXISTS",
+                    what,
+                )
                 assert raw_request(srv, "DELETE", url, user=user).status == 204, what
                 assert not on_disk.exists()
                 top = canonical.split("/")[1]
@@ -508,22 +567,42 @@ def test_cannot_escape_the_root_via_url(planted: tuple[Any, list[Path]]) -> None
 def test_cannot_escape_the_root_via_body_paths(planted: tuple[Any, list[Path]]) -> None:
     srv, outside = planted
     before = snapshot(srv.folder, srv.files_root)
-    invalid = ["../secret.txt", "../../secret.txt", "/../secret.txt", "a/../../secret.txt",
-               "..", "../", "./../secret.txt", "../files/../secret.txt", "..\\secret.txt",
-               "\\..\\secret.txt", "secret.txt\x00", "..\x00/secret.txt", "..\u202e/secret.txt",
-               "x/../../../etc/passwd", "//../secret.txt", "a/b/../../../secret.txt"]
-    inside = ["%2e%2e/secret.txt", "..%2Fsecret.txt", "%2E%2E%2Fsecret.txt", "....//secret.txt",
-              "secret.txt", "/secret.txt", str(outside[0]), "files2/secret.txt",
-              "..\u2215secret.txt"]
+    invalid = [
+        "../secret.txt",
+        "../../secret.txt",
+        "/../secret.txt",
+        "a/../../secret.txt",
+        "..",
+        "../",
+        "./../secret.txt",
+        "../files/../secret.txt",
+        "..\\secret.txt",
+        "\\..\\secret.txt",
+        "secret.txt\x00",
+        "..\x00/secret.txt",
+        "..\u202e/secret.txt",
+        "x/../../../etc/passwd",
+        "//../secret.txt",
+        "a/b/../../../secret.txt",
+    ]
+    inside = [
+        "%2e%2e/secret.txt",
+        "..%2Fsecret.txt",
+        "%2E%2E%2Fsecret.txt",
+        "....//secret.txt",
+        "secret.txt",
+        "/secret.txt",
+        str(outside[0]),
+        "files2/secret.txt",
+        "..\u2215secret.txt",
+    ]
     with srv.client("alice") as alice, srv.client("boss") as boss:
         for client in (alice, boss):
             for path in invalid:
-                resp = client.post("/v1/links/generate",
-                                   json={"path": path, "expiry_seconds": 60})
+                resp = client.post("/v1/links/generate", json={"path": path, "expiry_seconds": 60})
                 assert_error(resp, 400, "INVALID_PATH", path)
             for path in inside:
-                resp = client.post("/v1/links/generate",
-                                   json={"path": path, "expiry_seconds": 60})
+                resp = client.post("/v1/links/generate", json={"path": path, "expiry_seconds": 60})
                 assert_error(resp, 404, "FILE_NOT_FOUND", path)
             # cursors are body-style paths too
             assert alice.post("/v1/files/d/").status_code in (200, 201)
@@ -532,8 +611,9 @@ def test_cannot_escape_the_root_via_body_paths(planted: tuple[Any, list[Path]]) 
                 assert_error(resp, 400, "INVALID_PATH", after)
         # a body path is canonicalised, and the link serves the file inside the root
         assert alice.put("/v1/files/d/real.txt", content=b"inside").status_code == 201
-        resp = alice.post("/v1/links/generate",
-                          json={"path": "x/../d/./real.txt", "expiry_seconds": 60})
+        resp = alice.post(
+            "/v1/links/generate", json={"path": "x/../d/./real.txt", "expiry_seconds": 60}
+        )
         assert resp.status_code == 201, resp.text
         token = resp.json()["token"]
     with httpx.Client(base_url=srv.base_url, verify=False) as anon:

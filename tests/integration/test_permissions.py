@@ -13,12 +13,14 @@ import pytest
 AUTH_BODY = b'{"code":"AUTHENTICATION_FAILED","message":"authentication failed"}'
 
 
-def raw_request(server: Any, method: str, path: str, headers: dict[str, str],
-                body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+def raw_request(
+    server: Any, method: str, path: str, headers: dict[str, str], body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """One request with headers sent exactly as given (httpx/h11 refuse some spellings)."""
     host, port = server.config["server"]["listen_addr"].rsplit(":", 1)
-    conn = http.client.HTTPSConnection(host, int(port), timeout=30,
-                                       context=ssl._create_unverified_context())
+    conn = http.client.HTTPSConnection(
+        host, int(port), timeout=30, context=ssl._create_unverified_context()
+    )
     try:
         conn.putrequest(method, path)
         for name, value in headers.items():
@@ -88,8 +90,7 @@ def test_bob_reads_but_cannot_overwrite_or_delete(
     assert bob.head(f"/v1/files/{unique}/f.txt").status_code == 200
 
     assert_denied(bob.put(f"/v1/files/{unique}/f.txt", content=b"bob's"))
-    assert_denied(bob.put(f"/v1/files/{unique}/f.txt", content=b"bob's",
-                          headers={"If-Match": "*"}))
+    assert_denied(bob.put(f"/v1/files/{unique}/f.txt", content=b"bob's", headers={"If-Match": "*"}))
     assert_denied(bob.delete(f"/v1/files/{unique}/f.txt"))
     assert_denied(bob.delete(f"/v1/files/{unique}", params={"recursive": "true"}))
     assert alice.get(f"/v1/files/{unique}/f.txt").content == b"alice's"
@@ -134,8 +135,7 @@ def test_sticky_root_protects_top_level_entries(
     assert alice.delete(f"/v1/files/{unique}-emptydir").status_code == 204
 
 
-def test_sticky_directory(alice: httpx.Client, bob: httpx.Client, server: Any,
-                          unique: str) -> None:
+def test_sticky_directory(alice: httpx.Client, bob: httpx.Client, server: Any, unique: str) -> None:
     mkdir(alice, unique, mode="1777")
     put(bob, f"{unique}/bobs.txt", b"b", headers={"X-CallFS-Mode": "0666"})
     with server.client("carol") as carol:
@@ -209,8 +209,7 @@ def test_permission_checked_before_existence_conflict(
 ) -> None:
     put(alice, f"{unique}/d/f.txt", b"f")
     # POST of an existing file: the 409 table comes before the permission check
-    assert_error(bob.post(f"/v1/files/{unique}/d/f.txt", content=b"x"),
-                 409, "FILE_ALREADY_EXISTS")
+    assert_error(bob.post(f"/v1/files/{unique}/d/f.txt", content=b"x"), 409, "FILE_ALREADY_EXISTS")
     # PUT onto a directory: IS_A_DIRECTORY comes before the permission check
     assert_error(bob.put(f"/v1/files/{unique}/d", content=b"x"), 400, "IS_A_DIRECTORY")
     # existence before permission on delete
@@ -239,7 +238,10 @@ def test_group_class(make_server: Any) -> None:
         assert_denied(bob.put("/v1/files/g/group-write.txt", content=b"bob"))
         h = attrs(alice, "g/group-write.txt")
         assert (h["x-callfs-owner"], h["x-callfs-group"], h["x-callfs-mode"]) == (
-            "alice", "alice", "0660")
+            "alice",
+            "alice",
+            "0660",
+        )
 
         mkdir(alice, "g/team", mode="0770")
         assert carol.put("/v1/files/g/team/c.txt", content=b"c").status_code == 201
@@ -258,11 +260,17 @@ def test_setgid_directory_group_inheritance(make_server: Any) -> None:
         assert carol.put("/v1/files/proj/c.txt", content=b"c").status_code == 201
         h = attrs(carol, "proj/c.txt")
         assert (h["x-callfs-owner"], h["x-callfs-group"], h["x-callfs-mode"]) == (
-            "carol", "alice", "0644")
+            "carol",
+            "alice",
+            "0644",
+        )
         assert carol.post("/v1/files/proj/sub/").status_code == 201
         h = attrs(carol, "proj/sub")
         assert (h["x-callfs-owner"], h["x-callfs-group"], h["x-callfs-mode"]) == (
-            "carol", "alice", "2755")
+            "carol",
+            "alice",
+            "2755",
+        )
         # auto-created parents inherit setgid and group too
         assert carol.put("/v1/files/proj/auto/deep/f.txt", content=b"f").status_code == 201
         for path in ("proj/auto", "proj/auto/deep"):
@@ -277,8 +285,9 @@ def test_setgid_directory_group_inheritance(make_server: Any) -> None:
 # --------------------------------------------------------------------------- admins
 
 
-def test_admin_overrides_everything(alice: httpx.Client, boss: httpx.Client, server: Any,
-                                    unique: str) -> None:
+def test_admin_overrides_everything(
+    alice: httpx.Client, boss: httpx.Client, server: Any, unique: str
+) -> None:
     mkdir(alice, f"{unique}-adm", mode="0700")
     put(alice, f"{unique}-adm/secret.txt", b"s", headers={"X-CallFS-Mode": "0000"})
     assert boss.get(f"/v1/files/{unique}-adm/secret.txt").content == b"s"
@@ -302,8 +311,9 @@ def test_admin_overrides_everything(alice: httpx.Client, boss: httpx.Client, ser
 def test_internal_proxy_secret_is_admin(server: Any, alice: httpx.Client, unique: str) -> None:
     put(alice, f"{unique}/f.txt", b"s", headers={"X-CallFS-Mode": "0600"})
     secret = server.config["auth"]["internal_proxy_secret"]
-    with httpx.Client(base_url=server.base_url, verify=False,
-                      headers={"Authorization": f"Bearer {secret}"}) as proxy:
+    with httpx.Client(
+        base_url=server.base_url, verify=False, headers={"Authorization": f"Bearer {secret}"}
+    ) as proxy:
         assert proxy.get(f"/v1/files/{unique}/f.txt").content == b"s"
         assert proxy.put(f"/v1/files/{unique}/p.txt", content=b"p").status_code == 201
         assert attrs(proxy, f"{unique}/p.txt")["x-callfs-owner"] == "internal-proxy"
@@ -340,8 +350,9 @@ def test_recursive_delete_denied_for_subdirectory_of_another_user(
     assert alice.get(f"/v1/files/{unique}/t/bobdir/b.txt").content == b"b"
     assert (server.files_root / unique / "t" / "bobdir" / "b.txt").exists()
     # bob lacks w on alice's parent directory for his own subtree? No: t is 0777.
-    assert bob.delete(f"/v1/files/{unique}/t/bobdir", params={"recursive": "true"}).status_code \
-        == 204
+    assert (
+        bob.delete(f"/v1/files/{unique}/t/bobdir", params={"recursive": "true"}).status_code == 204
+    )
     assert alice.delete(f"/v1/files/{unique}/t", params={"recursive": "true"}).status_code == 204
     assert not (server.files_root / unique / "t").exists()
 
@@ -379,20 +390,49 @@ def spell(server: Any, template: str) -> str:
 
 @pytest.mark.parametrize(
     "authorization",
-    [None, "", "Bearer ", "Bearer", "Bearer    ", "Bearer wrong-key-0123456789abcdef",
-     "wrong-key", "bearer {alice}", "Token {alice}", "{alice}x", "Bearer {alice_prefix}",
-     "Bearer {alice}{alice}", "Bearer {secret}x"],
-    ids=["missing", "empty", "bearer-empty", "bearer-word", "bearer-spaces", "unknown",
-         "bare-unknown", "lowercase-scheme", "other-scheme", "longer", "prefix", "doubled",
-         "secret-longer"],
+    [
+        None,
+        "",
+        "Bearer ",
+        "Bearer",
+        "Bearer    ",
+        "Bearer wrong-key-0123456789abcdef",
+        "wrong-key",
+        "bearer {alice}",
+        "Token {alice}",
+        "{alice}x",
+        "Bearer {alice_prefix}",
+        "Bearer {alice}{alice}",
+        "Bearer {secret}x",
+    ],
+    ids=[
+        "missing",
+        "empty",
+        "bearer-empty",
+        "bearer-word",
+        "bearer-spaces",
+        "unknown",
+        "bare-unknown",
+        "lowercase-scheme",
+        "other-scheme",
+        "longer",
+        "prefix",
+        "doubled",
+        "secret-longer",
+    ],
 )
 def test_authentication_failed(server: Any, unique: str, authorization: str | None) -> None:
     headers = {} if authorization is None else {"Authorization": spell(server, authorization)}
     if authorization is not None and authorization != authorization.strip():
         # h11 refuses to send surrounding whitespace: use a raw connection
         for method in ("GET", "PUT"):
-            status, got, body = raw_request(server, method, f"/v1/files/{unique}/x", headers,
-                                            b"data" if method == "PUT" else None)
+            status, got, body = raw_request(
+                server,
+                method,
+                f"/v1/files/{unique}/x",
+                headers,
+                b"data" if method == "PUT" else None,
+            )
             assert status == 401, method
             assert body == AUTH_BODY
             assert got["www-authenticate"] == 'Bearer realm="callfs"'
@@ -434,8 +474,11 @@ def test_accepted_authorization_spellings(server: Any, unique: str, authorizatio
     headers = {"Authorization": spell(server, authorization)}
     status, _, body = raw_request(server, "PUT", f"/v1/files/{unique}/raw.txt", headers, b"r")
     assert status == 201, body
-    with httpx.Client(base_url=server.base_url, verify=False,
-                      headers={"Authorization": spell(server, KEY_TEMPLATE)}) as c:
+    with httpx.Client(
+        base_url=server.base_url,
+        verify=False,
+        headers={"Authorization": spell(server, KEY_TEMPLATE)},
+    ) as c:
         assert c.head(f"/v1/files/{unique}/raw.txt").headers["x-callfs-owner"] == "alice"
 
 
