@@ -152,6 +152,25 @@ class Metrics:
         )
 
 
+async def _bounded(
+    call: Callable[[], Awaitable[T]],
+    limit: float,
+    timeout_message: str,
+    counter: Counter,
+    histogram: Histogram,
+) -> T:
+    """Run one port call within ``limit`` seconds, counting and timing it."""
+    start = time.perf_counter()
+    try:
+        with anyio.fail_after(limit):
+            return await call()
+    except TimeoutError:
+        raise BackendUnavailable(timeout_message) from None
+    finally:
+        counter.inc()
+        histogram.observe(time.perf_counter() - start)
+
+
 class InstrumentedMetadata:
     """A MetadataPort decorator: metrics per call and the metadata operation timeout."""
 
@@ -161,15 +180,13 @@ class InstrumentedMetadata:
         self._timeout = timeout
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        start = time.perf_counter()
-        try:
-            with anyio.fail_after(self._timeout):
-                return await call()
-        except TimeoutError:
-            raise BackendUnavailable("the metadata store did not answer in time") from None
-        finally:
-            self._metrics.metadata_queries.labels(operation).inc()
-            self._metrics.metadata_duration.labels(operation).observe(time.perf_counter() - start)
+        return await _bounded(
+            call,
+            self._timeout,
+            "the metadata store did not answer in time",
+            self._metrics.metadata_queries.labels(operation),
+            self._metrics.metadata_duration.labels(operation),
+        )
 
     async def get(self, path: FsPath) -> Inode | None:
         return await self._call("get", lambda: self.inner.get(path))
@@ -240,17 +257,13 @@ class InstrumentedBackend:
         self._timeout = timeout
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        start = time.perf_counter()
-        try:
-            with anyio.fail_after(self._timeout):
-                return await call()
-        except TimeoutError:
-            raise BackendUnavailable("the storage backend did not answer in time") from None
-        finally:
-            self._metrics.backend_ops.labels(self.name, operation).inc()
-            self._metrics.backend_duration.labels(self.name, operation).observe(
-                time.perf_counter() - start
-            )
+        return await _bounded(
+            call,
+            self._timeout,
+            "the storage backend did not answer in time",
+            self._metrics.backend_ops.labels(self.name, operation),
+            self._metrics.backend_duration.labels(self.name, operation),
+        )
 
     async def open(self, path: FsPath, byte_range: ByteRange | None = None) -> BlobReader:
         return await self._call("open", lambda: self.inner.open(path, byte_range))
