@@ -242,10 +242,7 @@ class Engine:
             if not perms.allowed(identity, inode, perms.Access.X):
                 raise _denied("search (x) permission is required", ancestor_path)
             ancestors.append(inode)
-        target = found.get(path) if not path.is_root else found.get(ROOT)
-        if path.is_root:
-            return _Lineage([], target, complete=True)
-        return _Lineage(ancestors, target, complete=True)
+        return _Lineage(ancestors, found.get(path), complete=True)
 
     async def _existing(self, identity: Identity, path: FsPath) -> _Lineage:
         lineage = await self._lineage(identity, path, creating=False)

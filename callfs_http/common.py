@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any, Final
+from urllib.parse import quote
 
 import anyio
 import attrs
@@ -17,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from callfs_adapters.metrics import Metrics
 from callfs_core.engine import Digests, Engine
-from callfs_core.errors import InvalidRequest
+from callfs_core.errors import InvalidRequest, PayloadTooLarge
 from callfs_core.model import Identity, Preconditions
 from callfs_core.paths import FsPath, UrlPath
 from callfs_core.ports import BlobReader, RateLimitPort
@@ -75,9 +76,7 @@ def identity_of(request: Request) -> Identity:
 def url_path(request: Request, prefix: bytes) -> UrlPath:
     """Apply api.md §1.2 to the raw (still percent-encoded) URL path after ``prefix``."""
     raw: bytes | None = request.scope.get("raw_path")
-    if raw is None:
-        from urllib.parse import quote
-
+    if raw is None:  # servers need not provide raw_path (ASGI spec)
         raw = quote(request.scope["path"]).encode()
     raw = raw.split(b"?", 1)[0]
     return FsPath.from_url(raw[len(prefix) :])
@@ -183,8 +182,6 @@ async def read_json(request: Request, limit: int) -> object:
 
 
 def check_content_length(request: Request, limit: int) -> None:
-    from callfs_core.errors import PayloadTooLarge
-
     value = request.headers.get("content-length")
     if value is None:
         return
