@@ -19,7 +19,7 @@ from callfs_core.errors import (
     NotADirectory,
     NotFound,
 )
-from callfs_core.model import Inode, Link, LinkStatus
+from callfs_core.model import EntryChanges, Inode, Link, LinkStatus
 from callfs_core.paths import FsPath
 from callfs_core.ports import MetadataPort
 
@@ -117,7 +117,12 @@ class InMemoryMetadataStore:
         return removed
 
     async def rename(
-        self, source: FsPath, destination: FsPath, *, replace: bool = False
+        self,
+        source: FsPath,
+        destination: FsPath,
+        *,
+        replace: bool = False,
+        changes: EntryChanges | None = None,
     ) -> Inode | None:
         if source.is_root or destination.is_root:
             raise InvalidRequest("cannot rename or move the root directory")
@@ -137,6 +142,9 @@ class InMemoryMetadataStore:
         moved = [self._inodes[source], *self._subtree(source)]
         # Rebase first: it may refuse an over-long path, and nothing has changed yet.
         rebased = [attrs.evolve(node, path=node.path.rebase(source, destination)) for node in moved]
+        if changes is not None:
+            top = rebased[0]
+            rebased[0] = _normalise(changes.apply(top), top.version + 1)
         for node in moved:
             self._drop(node.path)
         for node in rebased:

@@ -28,7 +28,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from callfs_core.errors import BackendUnavailable, LockTimeout
-from callfs_core.model import ByteRange, Inode, Link
+from callfs_core.model import ByteRange, EntryChanges, Inode, Link
 from callfs_core.paths import FsPath
 from callfs_core.ports import BlobBackendPort, BlobReader, LockPort, MetadataPort, StagedBlob
 
@@ -216,10 +216,16 @@ class InstrumentedMetadata:
         return await self._call("delete", lambda: self.inner.delete(path, recursive=recursive))
 
     async def rename(
-        self, source: FsPath, destination: FsPath, *, replace: bool = False
+        self,
+        source: FsPath,
+        destination: FsPath,
+        *,
+        replace: bool = False,
+        changes: EntryChanges | None = None,
     ) -> Inode | None:
         return await self._call(
-            "rename", lambda: self.inner.rename(source, destination, replace=replace)
+            "rename",
+            lambda: self.inner.rename(source, destination, replace=replace, changes=changes),
         )
 
     async def create_link(self, link: Link) -> None:

@@ -38,7 +38,7 @@ from callfs_core.errors import (
     NotADirectory,
     NotFound,
 )
-from callfs_core.model import Inode, Kind, Link, LinkStatus
+from callfs_core.model import EntryChanges, Inode, Kind, Link, LinkStatus
 from callfs_core.paths import MAX_PATH_BYTES, FsPath
 from callfs_core.ports import MetadataPort
 
@@ -344,13 +344,23 @@ def _update(conn: sqlite3.Connection, inode: Inode, expected_version: int | None
         if expected_version is not None and row[0] != expected_version:
             raise Conflict(inode.path)
         version = row[0] + 1
-        conn.execute(
-            "UPDATE inodes SET is_dir = ?, owner = ?, grp = ?, mode = ?, size = ?, mtime = ?,"
-            " ctime = ?, content_type = ?, sha256 = ?, backend = ?, instance_id = ?, version = ?"
-            " WHERE path = ?",
-            (*values, version, str(inode.path)),
-        )
+        _store_values(conn, inode, version, values)
     return _stored(inode, version)
+
+
+def _store_values(
+    conn: sqlite3.Connection,
+    inode: Inode,
+    version: int,
+    values: tuple[Any, ...] | None = None,
+) -> None:
+    """Overwrite the attribute columns of the row at ``inode.path``."""
+    conn.execute(
+        "UPDATE inodes SET is_dir = ?, owner = ?, grp = ?, mode = ?, size = ?, mtime = ?,"
+        " ctime = ?, content_type = ?, sha256 = ?, backend = ?, instance_id = ?, version = ?"
+        " WHERE path = ?",
+        (*(values or _inode_values(inode)), version, str(inode.path)),
+    )
 
 
 def _delete(conn: sqlite3.Connection, path: FsPath, recursive: bool) -> list[Inode]:
@@ -377,7 +387,11 @@ def _delete(conn: sqlite3.Connection, path: FsPath, recursive: bool) -> list[Ino
 
 
 def _rename(
-    conn: sqlite3.Connection, source: FsPath, destination: FsPath, replace: bool
+    conn: sqlite3.Connection,
+    source: FsPath,
+    destination: FsPath,
+    replace: bool,
+    changes: EntryChanges | None,
 ) -> Inode | None:
     low, high = _subtree_bounds(source)
     src, dst = str(source), str(destination)
@@ -425,6 +439,10 @@ def _rename(
                 high,
             ),
         )
+        if changes is not None:
+            moved = _get(conn, destination)
+            assert moved is not None
+            _store_values(conn, changes.apply(moved), moved.version + 1)
     return replaced
 
 
@@ -557,13 +575,18 @@ class SqliteMetadataStore:
         return await self._run(path, _delete, path, recursive)
 
     async def rename(
-        self, source: FsPath, destination: FsPath, *, replace: bool = False
+        self,
+        source: FsPath,
+        destination: FsPath,
+        *,
+        replace: bool = False,
+        changes: EntryChanges | None = None,
     ) -> Inode | None:
         if source.is_root or destination.is_root:
             raise InvalidRequest("cannot rename or move the root directory")
         if destination != source and destination.is_within(source):
             raise InvalidRequest("cannot move a path into itself")
-        return await self._run(destination, _rename, source, destination, replace)
+        return await self._run(destination, _rename, source, destination, replace, changes)
 
     # -- links ----------------------------------------------------------------
     async def create_link(self, link: Link) -> None:

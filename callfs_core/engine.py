@@ -35,6 +35,7 @@ from callfs_core.errors import (
     NotADirectory,
     NotFound,
     PayloadTooLarge,
+    PeerUnavailable,
     PermissionDenied,
 )
 from callfs_core.listing import child_cursor, listing_key, subtree_may_follow
@@ -43,6 +44,7 @@ from callfs_core.model import (
     ROOT_MODE,
     ROOT_USER,
     ByteRange,
+    EntryChanges,
     Identity,
     Inode,
     Kind,
@@ -800,19 +802,15 @@ class Engine:
             if current is None:
                 raise NotFound(source.path)
             evaluate_preconditions(preconditions, source.path, current, safe_method=False)
-            return await self._apply_attributes(current, plan)
+            changed = self._changes(plan).apply(current)
+            return await self.metadata.update(changed, expected_version=current.version)
 
-    async def _apply_attributes(self, inode: Inode, plan: PatchPlan) -> Inode:
+    def _changes(self, plan: PatchPlan) -> EntryChanges:
         if not plan.changes_attributes:
-            return inode
-        changed = attrs.evolve(
-            inode,
-            mode=plan.mode if plan.mode is not None else inode.mode,
-            group=plan.group if plan.group is not None else inode.group,
-            owner=plan.owner if plan.owner is not None else inode.owner,
-            ctime=self.clock.now(),
+            return EntryChanges()
+        return EntryChanges(
+            mode=plan.mode, group=plan.group, owner=plan.owner, ctime=self.clock.now()
         )
-        return await self.metadata.update(changed, expected_version=inode.version)
 
     async def _move(
         self, identity: Identity, source: Inode, plan: PatchPlan, preconditions: Preconditions
@@ -820,9 +818,11 @@ class Engine:
         destination = plan.destination
         assert destination is not None
         backend_name = plan.backend or source.backend
-        relocating = backend_name != source.backend or (
-            plan.instance is not None and plan.instance != (source.instance_id or plan.instance)
-        )
+        if plan.instance not in (None, self.config.instance_id):
+            raise PeerUnavailable(
+                message=f'moving entries to instance "{plan.instance}" is not supported yet'
+            )
+        relocating = backend_name != source.backend
         if destination == source.path and not relocating:
             raise InvalidRequest("destination is the same as the source")
         replaced = None
@@ -848,11 +848,12 @@ class Engine:
             if plan.create_parents:
                 await self._ensure_parents(identity, destination, target_backend)
             with anyio.CancelScope(shield=True):
-                moved = await self._relocate(current, destination, target_backend, replaced)
+                moved = await self._relocate(
+                    current, destination, target_backend, replaced, self._changes(plan)
+                )
                 if replaced is not None and replaced.backend != target_backend.name:
                     await self._discard_bytes(replaced)
-                result = await self._apply_attributes(moved, plan)
-        return result
+        return moved
 
     async def _check_destination(
         self, identity: Identity, source: Inode, destination: FsPath, plan: PatchPlan
@@ -888,19 +889,21 @@ class Engine:
         destination: FsPath,
         target: BlobBackendPort,
         replaced: Inode | None,
+        changes: EntryChanges,
     ) -> Inode:
-        """Move the bytes, then the metadata; undo the byte move if the metadata fails."""
+        """Move the bytes, then the metadata (path, location and attribute changes in
+        one transaction); undo the byte move if the metadata fails."""
         origin = self._backend(source.backend)
+        replace = replaced is not None
         if target.name == origin.name:
-            if destination != source.path:
-                await origin.move(source.path, destination)
-                try:
-                    await self.metadata.rename(
-                        source.path, destination, replace=replaced is not None
-                    )
-                except BaseException:
-                    await origin.move(destination, source.path)
-                    raise
+            await origin.move(source.path, destination)
+            try:
+                await self.metadata.rename(
+                    source.path, destination, replace=replace, changes=changes
+                )
+            except BaseException:
+                await origin.move(destination, source.path)
+                raise
             moved = await self.metadata.get(destination)
             assert moved is not None
             return moved
@@ -915,23 +918,21 @@ class Engine:
         except BaseException:
             await staged.abort()
             raise
+        instance = self.config.instance_id if target.name == "localfs" else None
+        changes = attrs.evolve(changes, location=(target.name, instance))
         try:
             if destination != source.path:
-                await self.metadata.rename(source.path, destination, replace=replaced is not None)
-            current = await self.metadata.get(destination)
-            assert current is not None
-            moved = await self.metadata.update(
-                attrs.evolve(
-                    current,
-                    backend=target.name,
-                    instance_id=self.config.instance_id if target.name == "localfs" else None,
-                ),
-                expected_version=current.version,
-            )
+                await self.metadata.rename(
+                    source.path, destination, replace=replace, changes=changes
+                )
+            else:
+                await self.metadata.update(changes.apply(source), expected_version=source.version)
         except BaseException:
             await target.delete(destination)
             raise
         await self._discard_bytes(source)
+        moved = await self.metadata.get(destination)
+        assert moved is not None
         return moved
 
     # -- links --------------------------------------------------------------------

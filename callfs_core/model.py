@@ -15,6 +15,7 @@ __all__ = [
     "ROOT_USER",
     "BlobInfo",
     "ByteRange",
+    "EntryChanges",
     "Identity",
     "Inode",
     "Kind",
@@ -72,6 +73,37 @@ class Inode:
     def etag(self) -> str | None:
         """The strong entity tag (quoted SHA-256) of a file; ``None`` for directories."""
         return f'"{self.sha256}"' if self.is_file and self.sha256 else None
+
+
+@attrs.frozen
+class EntryChanges:
+    """Attribute changes applied to an entry (PATCH), possibly together with a rename.
+
+    ``None`` leaves an attribute as it is; ``location`` is a new
+    ``(backend, instance_id)`` pair.
+    """
+
+    mode: int | None = None
+    group: str | None = None
+    owner: str | None = None
+    location: tuple[str, str | None] | None = None
+    ctime: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == EntryChanges()
+
+    def apply(self, inode: Inode) -> Inode:
+        backend, instance_id = self.location or (inode.backend, inode.instance_id)
+        return attrs.evolve(
+            inode,
+            mode=inode.mode if self.mode is None else self.mode,
+            group=self.group or inode.group,
+            owner=self.owner or inode.owner,
+            backend=backend,
+            instance_id=instance_id,
+            ctime=self.ctime or inode.ctime,
+        )
 
 
 @attrs.frozen

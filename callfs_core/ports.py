@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from callfs_core.model import BlobInfo, ByteRange, Inode, Link
+from callfs_core.model import BlobInfo, ByteRange, EntryChanges, Inode, Link
 from callfs_core.paths import FsPath
 
 __all__ = [
@@ -116,13 +116,20 @@ class MetadataPort(Protocol):
         ...
 
     async def rename(
-        self, source: FsPath, destination: FsPath, *, replace: bool = False
+        self,
+        source: FsPath,
+        destination: FsPath,
+        *,
+        replace: bool = False,
+        changes: EntryChanges | None = None,
     ) -> Inode | None:
         """Re-key ``source`` and its subtree to ``destination`` in one transaction.
 
         Args:
             replace: an existing file or empty directory at ``destination`` is
                 removed in the same transaction.
+            changes: attribute changes applied to the moved entry (not its
+                subtree) in the same transaction; its version increases.
 
         Returns:
             The inode that was replaced, or ``None``.

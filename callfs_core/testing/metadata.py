@@ -35,7 +35,7 @@ from callfs_core.errors import (
     NotADirectory,
     NotFound,
 )
-from callfs_core.model import Inode, Kind, Link, LinkStatus
+from callfs_core.model import EntryChanges, Inode, Kind, Link, LinkStatus
 from callfs_core.paths import ROOT, FsPath
 from callfs_core.ports import MetadataPort
 from callfs_core.testing._support import T0, p
@@ -649,6 +649,32 @@ class MetadataContract:
             await store.rename(p("/h"), p("/full"), replace=True)
         assert await store.get(p("/h")) is not None
         assert await store.get(p("/full/y")) == created[p("/full/y")]
+
+    async def test_rename_with_changes_applies_them_to_the_moved_entry(
+        self, store: MetadataPort
+    ) -> None:
+        created = await build(store, "/d/", "/d/x", "/f")
+        later = created[p("/f")].ctime + timedelta(hours=1)
+        changes = EntryChanges(
+            mode=0o600, group="team", owner="bob", location=("s3", None), ctime=later
+        )
+        await store.rename(p("/f"), p("/d/g"), changes=changes)
+        moved = await store.get(p("/d/g"))
+        assert moved == attrs.evolve(
+            created[p("/f")],
+            path=p("/d/g"),
+            mode=0o600,
+            group="team",
+            owner="bob",
+            backend="s3",
+            instance_id=None,
+            ctime=later,
+            version=created[p("/f")].version + 1,
+        )
+        await store.rename(p("/d"), p("/e"), changes=EntryChanges(mode=0o700))
+        assert (await store.get(p("/e"))).mode == 0o700  # type: ignore[union-attr]
+        child = await store.get(p("/e/x"))
+        assert child == attrs.evolve(created[p("/d/x")], path=p("/e/x"))  # subtree unchanged
 
     async def test_rename_below_a_file_raises_not_a_directory(self, store: MetadataPort) -> None:
         created = await build(store, "/f", "/g")

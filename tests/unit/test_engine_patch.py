@@ -246,10 +246,25 @@ async def test_relocate_between_backends(engine: Engine) -> None:
     assert await content(engine, "/rel.bin") == b"payload"
     assert await engine.backends["localfs"].stat(P("/rel.bin")) is None
     assert await engine.backends["s3"].stat(P("/rel.bin")) == 7
-    back = await engine.patch(ALICE, P("/rel.bin"), R(name="home.bin", backend="localfs"))
+    back = await engine.patch(
+        ALICE, P("/rel.bin"), R(name="home.bin", backend="localfs", mode="600")
+    )
     assert (back.path, back.backend, back.instance_id) == (P("/home.bin"), "localfs", "i1")
+    assert back.mode == 0o600
     assert await content(engine, "/home.bin") == b"payload"
     assert await engine.backends["s3"].stat(P("/rel.bin")) is None
+
+
+async def test_move_to_another_instance_is_refused(engine: Engine) -> None:
+    from callfs_core.errors import PeerUnavailable
+
+    engine.config = engine.config.__class__(
+        instance_id="i1", users=engine.config.users, peers=frozenset({"i2"})
+    )
+    await put(engine, ALICE, "/stay.txt")
+    with pytest.raises(PeerUnavailable):
+        await engine.patch(ALICE, P("/stay.txt"), R(name="go.txt", instance="i2"))
+    assert await content(engine, "/stay.txt") == b"x"
 
 
 async def test_missing_source(engine: Engine) -> None:
