@@ -16,14 +16,8 @@ upload and download rates; exits 1 when the peak is at or above ``--limit-mib``
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import hashlib
-import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +29,14 @@ from typing import Any
 
 import httpx
 
+# The server start-up is shared with the integration tests: tests/integration/serverproc.py
+# (which, unlike their conftest.py, imports neither pytest nor the OpenAPI checker).
+INTEGRATION_TESTS = Path(__file__).resolve().parents[1] / "tests" / "integration"
+if str(INTEGRATION_TESTS) not in sys.path:
+    sys.path.insert(0, str(INTEGRATION_TESTS))
+
+from serverproc import ServerProcess, free_port  # noqa: E402
+
 MIB = 1024 * 1024
 CHUNK = MIB
 SAMPLE_INTERVAL = 0.05
@@ -44,28 +46,13 @@ API_KEY = "bench-key-0123456789abcdef"
 # --------------------------------------------------------------------------- server
 
 
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: an interrupted benchmark leaves no server behind.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class BenchServer:
+class BenchServer(ServerProcess):
     """``callfs server`` with a minimal configuration in ``folder``."""
 
     def __init__(self, folder: Path, workers: int = 1) -> None:
-        self.folder = folder
-        self.address = f"127.0.0.1:{_free_port()}"
-        self.config = {
+        config = {
             "server": {
-                "listen_addr": self.address,
+                "listen_addr": f"127.0.0.1:{free_port()}",
                 "data_dir": str(folder / "data"),
                 "workers": workers,
             },
@@ -77,54 +64,11 @@ class BenchServer:
             "metrics": {"listen_addr": ""},
             "log": {"level": "warn", "format": "console"},
         }
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = folder / "server.log"
-
-    @property
-    def url(self) -> str:
-        return f"https://{self.address}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        config = self.folder / "config.json"
-        config.write_text(json.dumps(self.config))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLFS_")}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "callfs_cli", "server", "--config", str(config)],
-                cwd=self.folder,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
-            try:
-                httpx.get(f"{self.url}/health", verify=False, timeout=1.0)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server did not start in {timeout}s:\n{self.log_path.read_text()}")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.process = None
+        super().__init__(folder, config)
 
     def client(self) -> httpx.Client:
         return httpx.Client(
-            base_url=self.url,
+            base_url=self.base_url,
             verify=False,
             headers={"Authorization": f"Bearer {API_KEY}"},
             timeout=60.0,
@@ -251,7 +195,7 @@ def measure(size_mib: int = 1024, folder: Path | None = None, workers: int = 1) 
     """
     with tempfile.TemporaryDirectory(prefix="callfs-bench-", dir=folder) as tmp:
         server = BenchServer(Path(tmp), workers)
-        server.start()
+        server.start(timeout=30.0)
         try:
             assert server.process is not None
             return _transfer(server, server.process.pid, size_mib * MIB)

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openapi_check
 import pytest
+from serverproc import ServerProcess, free_port
+from serverproc import die_with_parent as _die_with_parent
 
 from callfs_cli.quickstart import _new_certificate
+
+# Imported by the test modules (``from conftest import ...``).
+__all__ = [
+    "INTERNAL_SECRET",
+    "KEYS",
+    "LINK_SECRET",
+    "POSITIONAL_KEY",
+    "Server",
+    "_die_with_parent",
+    "base_config",
+    "free_port",
+    "merge",
+    "write_certificate",
+]
 
 KEYS = {
     "alice": "alice-key-0123456789abcdef",
@@ -31,19 +39,6 @@ KEYS = {
 POSITIONAL_KEY = "positional-key-0123456789"
 INTERNAL_SECRET = "internal-secret-for-tests"
 LINK_SECRET = "link-secret-for-tests"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: a killed test run leaves no server behind.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
 
 
 def write_certificate(folder: Path) -> tuple[Path, Path]:
@@ -90,19 +85,8 @@ def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-@dataclass
-class Server:
-    """A running ``callfs server`` process."""
-
-    folder: Path
-    config: dict[str, Any]
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        scheme = "http" if self.config["server"].get("protocol") == "http" else "https"
-        return f"{scheme}://{self.config['server']['listen_addr']}"
+class Server(ServerProcess):
+    """A running ``callfs server`` process (start and stop: :mod:`serverproc`)."""
 
     @property
     def data_dir(self) -> Path:
@@ -113,51 +97,6 @@ class Server:
         return Path(
             self.config.get("backend", {}).get("localfs_root_path") or self.data_dir / "files"
         )
-
-    @property
-    def log_path(self) -> Path:
-        return self.folder / "server.log"
-
-    def start(self, timeout: float = 20.0) -> None:
-        config_path = self.folder / "config.yaml"
-        config_path.write_text(json.dumps(self.config))  # JSON is valid YAML
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLFS_")}
-        env.update(self.env)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "callfs_cli", "server", "--config", str(config_path)],
-            cwd=self.folder,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
-            try:
-                httpx.get(f"{self.base_url}/health", verify=False, timeout=1.0)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server did not start in {timeout}s:\n{self.log_path.read_text()}")
-
-    def stop(self) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        code = self.process.returncode
-        self.process = None
-        return code
 
     def client(self, user: str | None = "alice", **kwargs: Any) -> httpx.Client:
         """An httpx client; ``user`` picks the API key (None: no key).
@@ -215,19 +154,19 @@ def unique() -> str:
     return f"t{os.getpid()}-{next(_counter)}-{time.monotonic_ns() % 10**6}"
 
 
-@pytest.fixture
-def alice(server: Server) -> Iterator[httpx.Client]:
-    with server.client("alice") as c:
-        yield c
+def _client_fixture(user: str | None, name: str | None = None) -> Any:
+    """A fixture (named ``user`` unless ``name`` is given): the shared server's client for
+    ``user`` (None: no API key)."""
+
+    def fixture(server: Server) -> Iterator[httpx.Client]:
+        with server.client(user) as c:
+            yield c
+
+    return pytest.fixture(name=name or user)(fixture)
 
 
-@pytest.fixture
-def bob(server: Server) -> Iterator[httpx.Client]:
-    with server.client("bob") as c:
-        yield c
-
-
-@pytest.fixture
-def anon(server: Server) -> Iterator[httpx.Client]:
-    with server.client(None) as c:
-        yield c
+alice = _client_fixture("alice")
+bob = _client_fixture("bob")
+carol = _client_fixture("carol")
+boss = _client_fixture("boss")
+anon = _client_fixture(None, name="anon")

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 from conftest import KEYS, Server
+from helpers import put
 
 TEMP_PATTERN = ".callfs-tmp-*"
 
@@ -69,11 +70,6 @@ def assert_content(client: httpx.Client, path: str, expected: bytes | None) -> N
     assert response.headers["etag"] == f'"{digest}"'
 
 
-def put_ok(client: httpx.Client, path: str, content: bytes) -> None:
-    response = client.put(f"/v1/files/{path}", content=content)
-    assert response.status_code in (200, 201), response.text
-
-
 # --------------------------------------------------------------------------- disconnects
 
 
@@ -81,7 +77,7 @@ def test_disconnect_mid_upload_keeps_old_content(
     server: Server, alice: httpx.Client, unique: str
 ) -> None:
     old = b"the old content\n" * 1000
-    put_ok(alice, f"{unique}/file.bin", old)
+    put(alice, f"{unique}/file.bin", old)
     before = alice.head(f"/v1/files/{unique}/file.bin").headers
 
     with raw_connection(server) as conn:
@@ -111,7 +107,7 @@ def test_disconnect_mid_upload_keeps_old_content(
 def test_disconnect_mid_upload_of_new_file_leaves_nothing(
     server: Server, alice: httpx.Client, unique: str
 ) -> None:
-    put_ok(alice, f"{unique}/other.txt", b"x")  # the directory exists
+    put(alice, f"{unique}/other.txt", b"x")  # the directory exists
     with raw_connection(server) as conn:
         conn.sendall(
             request_head(
@@ -132,7 +128,7 @@ def test_disconnect_mid_chunked_upload_keeps_old_content(
     server: Server, alice: httpx.Client, unique: str
 ) -> None:
     old = b"old chunked"
-    put_ok(alice, f"{unique}/c.bin", old)
+    put(alice, f"{unique}/c.bin", old)
     with raw_connection(server) as conn:
         conn.sendall(
             request_head(
@@ -199,7 +195,7 @@ def test_chunked_body_over_limit_is_rejected(make_server: Any) -> None:
     srv = make_server({"server": {"max_upload_bytes": LIMIT}})
     with srv.client("alice") as client:
         old = b"old" * 100
-        put_ok(client, "lim/f.bin", old)
+        put(client, "lim/f.bin", old)
         # Chunked (no Content-Length): rejected when the limit is crossed.
         response = client.put("/v1/files/lim/f.bin", content=_chunks(4 * LIMIT))
         _assert_too_large(response)
@@ -229,7 +225,7 @@ def test_content_length_over_limit_is_rejected_at_once(make_server: Any) -> None
     srv = make_server({"server": {"max_upload_bytes": LIMIT}})
     with srv.client("alice") as client:
         old = b"old"
-        put_ok(client, "lim/f.bin", old)
+        put(client, "lim/f.bin", old)
         response = _send_or_disconnect(
             lambda: client.put("/v1/files/lim/f.bin", content=b"x" * (LIMIT + 1))
         )

@@ -2,76 +2,13 @@
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
-import ssl
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-
-FILEINFO_KEYS = {"name", "path", "type", "size", "mode", "owner", "group", "mtime", "sha256"}
-
-
-@dataclass
-class Raw:
-    status: int
-    headers: dict[str, str]
-    content: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-
-def raw_request(
-    server: Any,
-    method: str,
-    path: str,
-    *,
-    user: str | None = "alice",
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> Raw:
-    """Send ``path`` exactly as given (httpx removes dot segments from URLs)."""
-    host, port = server.config["server"]["listen_addr"].rsplit(":", 1)
-    conn = http.client.HTTPSConnection(
-        host, int(port), timeout=30, context=ssl._create_unverified_context()
-    )
-    try:
-        conn.putrequest(method, path)
-        if user is not None:
-            key = server.config["auth"]["api_key_users"][user]
-            conn.putheader("Authorization", f"Bearer {key}")
-        for name, value in (headers or {}).items():
-            conn.putheader(name, value)
-        if body is not None or method in ("PUT", "POST"):
-            conn.putheader("Content-Length", str(len(body or b"")))
-        conn.endheaders(body)
-        resp = conn.getresponse()
-        return Raw(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-    finally:
-        conn.close()
-
-
-def assert_error(resp: httpx.Response, status: int, code: str) -> None:
-    assert resp.status_code == status, (resp.status_code, resp.text)
-    assert resp.headers["content-type"] == "application/json"
-    body = resp.json()
-    assert list(body) == ["code", "message"], body
-    assert body["code"] == code, body
-
-
-def put(client: httpx.Client, path: str, data: bytes = b"x", **kw: Any) -> None:
-    resp = client.put(f"/v1/files/{path}", content=data, **kw)
-    assert resp.status_code in (200, 201), resp.text
-
-
-def mkdir(client: httpx.Client, path: str, **kw: Any) -> None:
-    resp = client.post(f"/v1/files/{path}/", **kw)
-    assert resp.status_code in (200, 201), resp.text
+from helpers import FILEINFO_KEYS, assert_error, mkdir, put, raw_request
 
 
 def listing(client: httpx.Client, path: str, **params: Any) -> dict[str, Any]:
@@ -437,11 +374,11 @@ def test_unreadable_subdirectories_not_descended(
 ) -> None:
     base = f"{unique}/shared"
     put(alice, f"{base}/top.txt")
-    mkdir(alice, f"{base}/private", headers={"X-CallFS-Mode": "0700"})
+    mkdir(alice, f"{base}/private", mode="0700")
     put(alice, f"{base}/private/secret.txt")
-    mkdir(alice, f"{base}/noread", headers={"X-CallFS-Mode": "0711"})  # x but no r
+    mkdir(alice, f"{base}/noread", mode="0711")  # x but no r
     put(alice, f"{base}/noread/hidden.txt")
-    mkdir(alice, f"{base}/nosearch", headers={"X-CallFS-Mode": "0744"})  # r but no x
+    mkdir(alice, f"{base}/nosearch", mode="0744")  # r but no x
     put(alice, f"{base}/nosearch/hidden.txt")
     put(alice, f"{base}/public/p.txt")
     put(alice, f"{base}/public/inner/q.txt")

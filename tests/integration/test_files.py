@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
-import json
 import re
-import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
@@ -17,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import FILEINFO_KEYS, assert_error, mkdir, put, raw_request
 
 MTIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-FILEINFO_KEYS = {"name", "path", "type", "size", "mode", "owner", "group", "mtime", "sha256"}
 ALPHABET = b"abcdefghijklmnopqrstuvwxyz"  # 26 bytes, used for range tests
 EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 
@@ -40,61 +36,6 @@ def md5_b64(data: bytes) -> str:
     return b64(hashlib.md5(data).digest())
 
 
-@dataclass
-class Raw:
-    status: int
-    headers: dict[str, str]
-    content: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-
-def raw_request(
-    server: Any,
-    method: str,
-    path: str,
-    *,
-    user: str | None = "alice",
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> Raw:
-    """Send ``path`` exactly as given (httpx removes dot segments from URLs)."""
-    host, port = server.config["server"]["listen_addr"].rsplit(":", 1)
-    conn = http.client.HTTPSConnection(
-        host, int(port), timeout=30, context=ssl._create_unverified_context()
-    )
-    try:
-        conn.putrequest(method, path)
-        if user is not None:
-            key = server.config["auth"]["api_key_users"][user]
-            conn.putheader("Authorization", f"Bearer {key}")
-        for name, value in (headers or {}).items():
-            conn.putheader(name, value)
-        if body is not None or method in ("PUT", "POST"):
-            conn.putheader("Content-Length", str(len(body or b"")))
-        conn.endheaders(body)
-        resp = conn.getresponse()
-        return Raw(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-    finally:
-        conn.close()
-
-
-def assert_error(
-    resp: httpx.Response | Raw, status: int, code: str, message: str | None = None
-) -> None:
-    got = resp.status if isinstance(resp, Raw) else resp.status_code
-    assert got == status, (got, resp.content)
-    assert resp.headers["content-type"] == "application/json"
-    body = resp.json()
-    assert list(body) == ["code", "message"], body
-    assert body["code"] == code, body
-    assert isinstance(body["message"], str) and body["message"]
-    if message is not None:
-        assert body["message"] == message, body
-    assert not resp.content.endswith(b"\n")
-
-
 def parse_mtime(value: str) -> datetime:
     assert MTIME_RE.match(value), value
     return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
@@ -104,18 +45,6 @@ def assert_recent(value: str) -> None:
     when = parse_mtime(value)
     now = datetime.now(UTC)
     assert now - timedelta(seconds=60) <= when <= now + timedelta(seconds=2), value
-
-
-def put(client: httpx.Client, path: str, data: bytes = b"", **kw: Any) -> httpx.Response:
-    resp = client.put(f"/v1/files/{path}", content=data, **kw)
-    assert resp.status_code in (200, 201), resp.text
-    return resp
-
-
-def mkdir(client: httpx.Client, path: str, **kw: Any) -> httpx.Response:
-    resp = client.post(f"/v1/files/{path.rstrip('/')}/", **kw)
-    assert resp.status_code in (200, 201), resp.text
-    return resp
 
 
 def tmp_files(root: Path) -> list[Path]:
@@ -426,14 +355,14 @@ def test_post_existing_directory_needs_no_parent_permission(
 def test_post_file_on_file_conflict(alice: httpx.Client, unique: str) -> None:
     put(alice, f"{unique}/f.txt", b"original")
     resp = alice.post(f"/v1/files/{unique}/f.txt", content=b"other")
-    assert_error(resp, 409, "FILE_ALREADY_EXISTS", "file already exists, use PUT to update")
+    assert_error(resp, 409, "FILE_ALREADY_EXISTS", message="file already exists, use PUT to update")
     assert alice.get(f"/v1/files/{unique}/f.txt").content == b"original"
 
 
 def test_post_directory_on_file_conflict(alice: httpx.Client, unique: str) -> None:
     put(alice, f"{unique}/f.txt", b"original")
     resp = alice.post(f"/v1/files/{unique}/f.txt/")
-    assert_error(resp, 409, "FILE_ALREADY_EXISTS", "a file exists at this path")
+    assert_error(resp, 409, "FILE_ALREADY_EXISTS", message="a file exists at this path")
     head = alice.head(f"/v1/files/{unique}/f.txt")
     assert head.headers["x-callfs-type"] == "file"
 
@@ -441,7 +370,7 @@ def test_post_directory_on_file_conflict(alice: httpx.Client, unique: str) -> No
 def test_post_file_on_directory_conflict(alice: httpx.Client, unique: str) -> None:
     mkdir(alice, f"{unique}/d")
     resp = alice.post(f"/v1/files/{unique}/d", content=b"data")
-    assert_error(resp, 409, "IS_A_DIRECTORY", "a directory exists at this path")
+    assert_error(resp, 409, "IS_A_DIRECTORY", message="a directory exists at this path")
     assert alice.head(f"/v1/files/{unique}/d").headers["x-callfs-type"] == "directory"
 
 
@@ -572,14 +501,14 @@ def test_put_creates_missing_parents(alice: httpx.Client, unique: str) -> None:
 
 def test_put_to_directory_url_is_bad_request(alice: httpx.Client, unique: str) -> None:
     resp = alice.put(f"/v1/files/{unique}/d/", content=b"x")
-    assert_error(resp, 400, "BAD_REQUEST", "PUT cannot target a directory path")
+    assert_error(resp, 400, "BAD_REQUEST", message="PUT cannot target a directory path")
     assert alice.get(f"/v1/files/{unique}").status_code == 404
     mkdir(alice, f"{unique}/d")
     assert_error(
         alice.put(f"/v1/files/{unique}/d/", content=b"x"),
         400,
         "BAD_REQUEST",
-        "PUT cannot target a directory path",
+        message="PUT cannot target a directory path",
     )
 
 
@@ -670,13 +599,15 @@ def test_recursive_delete_of_a_file(alice: httpx.Client, unique: str) -> None:
 @pytest.mark.parametrize("path", ["", ".", "./", "a/..", "a/../", "//"])
 def test_delete_root_is_bad_request(server: Any, alice: httpx.Client, path: str) -> None:
     msg = "the root directory cannot be deleted"
-    assert_error(raw_request(server, "DELETE", f"/v1/files/{path}"), 400, "BAD_REQUEST", msg)
+    assert_error(
+        raw_request(server, "DELETE", f"/v1/files/{path}"), 400, "BAD_REQUEST", message=msg
+    )
     # admins do not bypass validation
     assert_error(
         raw_request(server, "DELETE", f"/v1/files/{path}?recursive=true", user="boss"),
         400,
         "BAD_REQUEST",
-        msg,
+        message=msg,
     )
     assert alice.head("/v1/files/").status_code == 200
 

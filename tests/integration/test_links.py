@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from conftest import LINK_SECRET, Server
+from helpers import assert_error, put
 
 GENERATE = "/v1/links/generate"
 EXPIRES_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -26,22 +27,6 @@ RATE_LIMIT_BODY = b'{"code":"RATE_LIMIT_EXCEEDED","message":"Rate limit exceeded
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["content-type"] == "application/json"
-    body = json.loads(response.content)
-    assert list(body) == ["code", "message"], body
-    assert body["code"] == code, body
-    assert isinstance(body["message"], str) and body["message"]
-    return body
-
-
-def put(client: httpx.Client, path: str, content: bytes, **headers: str) -> httpx.Response:
-    response = client.put(f"/v1/files/{path}", content=content, headers=headers)
-    assert response.status_code in (200, 201), response.text
-    return response
 
 
 def generate(client: httpx.Client, path: str, expiry: Any = 60) -> httpx.Response:
@@ -218,7 +203,7 @@ def test_generate_missing_file(alice: httpx.Client, unique: str) -> None:
 def test_generate_needs_read_permission(
     alice: httpx.Client, bob: httpx.Client, unique: str
 ) -> None:
-    put(alice, f"{unique}/secret.txt", b"s", **{"X-CallFS-Mode": "0600"})
+    put(alice, f"{unique}/secret.txt", b"s", headers={"X-CallFS-Mode": "0600"})
     body = assert_error(generate(bob, f"/{unique}/secret.txt"), 403, "PERMISSION_DENIED")
     assert body["message"].startswith("permission denied")
     # Permission comes before the expiry check.
@@ -289,7 +274,7 @@ def test_generate_expiry_bounds_accepted(alice: httpx.Client, unique: str, expir
 
 def test_download_headers_and_body(alice: httpx.Client, anon: httpx.Client, unique: str) -> None:
     content = b"a,b\n1,2\n" * 100
-    put(alice, f"{unique}/data.csv", content, **{"Content-Type": "Text/CSV; charset=utf-8"})
+    put(alice, f"{unique}/data.csv", content, headers={"Content-Type": "Text/CSV; charset=utf-8"})
     digest = hashlib.sha256(content).hexdigest()
     token = token_for(alice, f"/{unique}/data.csv")
     response = anon.get(f"/download/{token}")
@@ -406,7 +391,7 @@ def test_download_needs_no_auth_and_ignores_a_bad_key(
 def test_download_token_carries_creator_permission(
     alice: httpx.Client, anon: httpx.Client, unique: str
 ) -> None:
-    put(alice, f"{unique}/private.txt", b"mine", **{"X-CallFS-Mode": "0600"})
+    put(alice, f"{unique}/private.txt", b"mine", headers={"X-CallFS-Mode": "0600"})
     token = token_for(alice, f"/{unique}/private.txt")
     response = anon.get(f"/download/{token}")
     assert response.status_code == 200

@@ -7,11 +7,7 @@ import json
 import httpx
 import pytest
 from conftest import Server
-
-
-def error(response: httpx.Response, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.json()["code"] == code
+from helpers import assert_error
 
 
 def test_rename_moves_bytes_and_keeps_attributes(
@@ -53,7 +49,9 @@ def test_move_directory_subtree(server: Server, alice: httpx.Client, unique: str
 def test_overwrite_in_body_or_query(alice: httpx.Client, unique: str) -> None:
     for name in ("a", "b", "c"):
         alice.put(f"/v1/files/{unique}/{name}", content=name.encode())
-    error(alice.patch(f"/v1/files/{unique}/a", json={"name": "b"}), 409, "FILE_ALREADY_EXISTS")
+    assert_error(
+        alice.patch(f"/v1/files/{unique}/a", json={"name": "b"}), 409, "FILE_ALREADY_EXISTS"
+    )
     assert (
         alice.patch(f"/v1/files/{unique}/a", json={"name": "b", "overwrite": True}).status_code
         == 200
@@ -72,7 +70,9 @@ def test_attributes(alice: httpx.Client, bob: httpx.Client, server: Server, uniq
     headers = alice.head(f"/v1/files/{unique}/f").headers
     assert (headers["x-callfs-mode"], headers["x-callfs-group"]) == ("0600", "team")
     assert bob.get(f"/v1/files/{unique}/f").status_code == 403
-    error(alice.patch(f"/v1/files/{unique}/f", json={"owner": "bob"}), 403, "PERMISSION_DENIED")
+    assert_error(
+        alice.patch(f"/v1/files/{unique}/f", json={"owner": "bob"}), 403, "PERMISSION_DENIED"
+    )
     with server.client("boss") as boss:
         assert boss.patch(f"/v1/files/{unique}/f", json={"owner": "bob"}).status_code == 200
         assert boss.head(f"/v1/files/{unique}/f").headers["x-callfs-owner"] == "bob"
@@ -103,31 +103,33 @@ def test_bad_requests(
     alice: httpx.Client, unique: str, body: bytes, status: int, code: str
 ) -> None:
     alice.put(f"/v1/files/{unique}/f", content=b"1")
-    error(alice.patch(f"/v1/files/{unique}/f", content=body), status, code)
+    assert_error(alice.patch(f"/v1/files/{unique}/f", content=body), status, code)
     assert alice.get(f"/v1/files/{unique}/f").content == b"1"
 
 
 def test_oversized_body(alice: httpx.Client, unique: str) -> None:
     alice.put(f"/v1/files/{unique}/f", content=b"1")
     big = json.dumps({"name": "x", "pad": "a" * (1024 * 1024)}).encode()
-    error(alice.patch(f"/v1/files/{unique}/f", content=big), 400, "BAD_REQUEST")
+    assert_error(alice.patch(f"/v1/files/{unique}/f", content=big), 400, "BAD_REQUEST")
 
 
 def test_root_and_self(alice: httpx.Client, unique: str) -> None:
     alice.post(f"/v1/files/{unique}/d/")
-    error(alice.patch("/v1/files/", json={"name": "x"}), 400, "BAD_REQUEST")
-    error(
+    assert_error(alice.patch("/v1/files/", json={"name": "x"}), 400, "BAD_REQUEST")
+    assert_error(
         alice.patch(f"/v1/files/{unique}/d", json={"destination": f"{unique}/d/in"}),
         400,
         "BAD_REQUEST",
     )
-    error(
+    assert_error(
         alice.patch(f"/v1/files/{unique}/d", json={"destination": f"/{unique}/d"}),
         400,
         "BAD_REQUEST",
     )
-    error(alice.patch(f"/v1/files/{unique}/missing", json={"name": "x"}), 404, "FILE_NOT_FOUND")
-    error(
+    assert_error(
+        alice.patch(f"/v1/files/{unique}/missing", json={"name": "x"}), 404, "FILE_NOT_FOUND"
+    )
+    assert_error(
         alice.patch(f"/v1/files/{unique}/d", json={"destination": f"/{unique}/no/such/d"}),
         400,
         "BAD_REQUEST",
@@ -138,7 +140,7 @@ def test_if_match_protects_read_modify_write(alice: httpx.Client, unique: str) -
     alice.put(f"/v1/files/{unique}/f", content=b"1")
     etag = alice.head(f"/v1/files/{unique}/f").headers["etag"]
     stale = alice.patch(f"/v1/files/{unique}/f", json={"name": "g"}, headers={"If-Match": '"0"'})
-    error(stale, 412, "PRECONDITION_FAILED")
+    assert_error(stale, 412, "PRECONDITION_FAILED")
     ok = alice.patch(f"/v1/files/{unique}/f", json={"name": "g"}, headers={"If-Match": etag})
     assert ok.status_code == 200
 
@@ -147,7 +149,7 @@ def test_sticky_root_protects_other_users_entries(
     bob: httpx.Client, alice: httpx.Client, unique: str
 ) -> None:
     alice.put(f"/v1/files/{unique}", content=b"top")
-    error(
+    assert_error(
         bob.patch(f"/v1/files/{unique}", json={"name": f"{unique}-stolen"}),
         403,
         "PERMISSION_DENIED",

@@ -7,113 +7,28 @@ with ``http.client`` exactly as written here.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
-import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+from helpers import Raw, RawClient, assert_error
 
-
-@dataclass
-class Raw:
-    status: int
-    headers: dict[str, str]
-    content: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-
-class RawClient:
-    """Sends request targets byte-for-byte over one kept-alive TLS connection.
-
-    A connection the server closed after an early error is replaced once; that server
-    behaviour is covered by test_files.py::test_keep_alive_connection_usable_after_early_error.
-    """
-
-    def __init__(self, server: Any) -> None:
-        self.server = server
-        host, port = server.config["server"]["listen_addr"].rsplit(":", 1)
-        self.address = (host, int(port))
-        self.context = ssl._create_unverified_context()
-        self.conn: http.client.HTTPSConnection | None = None
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        user: str | None = "alice",
-        headers: dict[str, str] | None = None,
-        body: bytes | None = None,
-    ) -> Raw:
-        for attempt in range(2):
-            fresh = self.conn is None
-            if self.conn is None:
-                self.conn = http.client.HTTPSConnection(
-                    *self.address, timeout=30, context=self.context
-                )
-            try:
-                return self._send(self.conn, method, path, user, headers or {}, body)
-            except (http.client.RemoteDisconnected, ConnectionError, ssl.SSLError):
-                self.close()
-                if fresh or attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _send(
-        self,
-        conn: http.client.HTTPSConnection,
-        method: str,
-        path: str,
-        user: str | None,
-        headers: dict[str, str],
-        body: bytes | None,
-    ) -> Raw:
-        conn.putrequest(method, path)
-        if user is not None:
-            key = self.server.config["auth"]["api_key_users"][user]
-            conn.putheader("Authorization", f"Bearer {key}")
-        for name, value in headers.items():
-            conn.putheader(name, value)
-        if body is not None or method in ("PUT", "POST"):
-            conn.putheader("Content-Length", str(len(body or b"")))
-        conn.endheaders(body)
-        resp = conn.getresponse()
-        result = Raw(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
-        if resp.will_close:
-            self.close()
-        return result
-
-
+# This module sends hundreds of raw requests: unlike helpers.raw_request (a connection per
+# request), its raw_request keeps one connection per server alive, closed after each test.
 _clients: dict[int, RawClient] = {}
 
 
-def raw_request(
-    server: Any,
-    method: str,
-    path: str,
-    *,
-    user: str | None = "alice",
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> Raw:
-    """Send ``path`` byte-for-byte as the request target."""
+def raw_request(server: Any, method: str, path: str, **options: Any) -> Raw:
+    """Send ``path`` byte-for-byte as the request target, on this server's kept-alive
+    connection; ``options``: those of :meth:`helpers.RawClient.request`."""
     client = _clients.get(id(server))
     if client is None or client.server is not server:
         client = _clients[id(server)] = RawClient(server)
-    return client.request(method, path, user=user, headers=headers, body=body)
+    return client.request(method, path, **options)
 
 
 def close_raw_clients() -> None:
@@ -126,19 +41,6 @@ def close_raw_clients() -> None:
 def _close_raw_clients() -> Iterator[None]:
     yield
     close_raw_clients()
-
-
-def status_of(resp: Raw | httpx.Response) -> int:
-    return resp.status if isinstance(resp, Raw) else resp.status_code
-
-
-def assert_error(resp: Raw | httpx.Response, status: int, code: str, what: object = "") -> None:
-    assert status_of(resp) == status, (what, status_of(resp), resp.content)
-    if isinstance(resp, Raw) or resp.request.method != "HEAD":
-        body = json.loads(resp.content)
-        assert list(body) == ["code", "message"], (what, body)
-        assert body["code"] == code, (what, body)
-        assert resp.headers["content-type"] == "application/json"
 
 
 def assert_invalid(resp: Raw | httpx.Response, what: object = "") -> None:

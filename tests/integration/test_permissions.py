@@ -2,44 +2,13 @@
 
 from __future__ import annotations
 
-import http.client
-import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from helpers import assert_error, mkdir, put, raw_request
 
 AUTH_BODY = b'{"code":"AUTHENTICATION_FAILED","message":"authentication failed"}'
-
-
-def raw_request(
-    server: Any, method: str, path: str, headers: dict[str, str], body: bytes | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    """One request with headers sent exactly as given (httpx/h11 refuse some spellings)."""
-    host, port = server.config["server"]["listen_addr"].rsplit(":", 1)
-    conn = http.client.HTTPSConnection(
-        host, int(port), timeout=30, context=ssl._create_unverified_context()
-    )
-    try:
-        conn.putrequest(method, path)
-        for name, value in headers.items():
-            conn.putheader(name, value)
-        conn.putheader("Content-Length", str(len(body or b"")))
-        conn.endheaders(body)
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-    finally:
-        conn.close()
-
-
-def assert_error(resp: httpx.Response, status: int, code: str) -> None:
-    assert resp.status_code == status, (resp.status_code, resp.text)
-    assert resp.headers["content-type"] == "application/json"
-    body = resp.json()
-    assert list(body) == ["code", "message"], body
-    assert body["code"] == code, body
 
 
 def assert_denied(resp: httpx.Response) -> None:
@@ -47,34 +16,10 @@ def assert_denied(resp: httpx.Response) -> None:
     assert resp.json()["message"].startswith("permission denied"), resp.json()
 
 
-def put(client: httpx.Client, path: str, data: bytes = b"x", **kw: Any) -> httpx.Response:
-    resp = client.put(f"/v1/files/{path}", content=data, **kw)
-    assert resp.status_code in (200, 201), resp.text
-    return resp
-
-
-def mkdir(client: httpx.Client, path: str, mode: str | None = None) -> None:
-    headers = {"X-CallFS-Mode": mode} if mode else {}
-    resp = client.post(f"/v1/files/{path}/", headers=headers)
-    assert resp.status_code == 201, resp.text
-
-
 def attrs(client: httpx.Client, path: str) -> httpx.Headers:
     resp = client.head(f"/v1/files/{path}")
     assert resp.status_code == 200, path
     return resp.headers
-
-
-@pytest.fixture
-def boss(server: Any) -> Iterator[httpx.Client]:
-    with server.client("boss") as c:
-        yield c
-
-
-@pytest.fixture
-def carol(server: Any) -> Iterator[httpx.Client]:
-    with server.client("carol") as c:
-        yield c
 
 
 # --------------------------------------------------------------------------- other users
@@ -426,16 +371,17 @@ def test_authentication_failed(server: Any, unique: str, authorization: str | No
     if authorization is not None and authorization != authorization.strip():
         # h11 refuses to send surrounding whitespace: use a raw connection
         for method in ("GET", "PUT"):
-            status, got, body = raw_request(
+            raw = raw_request(
                 server,
                 method,
                 f"/v1/files/{unique}/x",
-                headers,
-                b"data" if method == "PUT" else None,
+                user=None,
+                headers=headers,
+                body=b"data" if method == "PUT" else b"",
             )
-            assert status == 401, method
-            assert body == AUTH_BODY
-            assert got["www-authenticate"] == 'Bearer realm="callfs"'
+            assert raw.status == 401, method
+            assert raw.content == AUTH_BODY
+            assert raw.headers["www-authenticate"] == 'Bearer realm="callfs"'
         return
     with httpx.Client(base_url=server.base_url, verify=False, headers=headers) as c:
         requests = [
@@ -472,8 +418,10 @@ def test_authentication_failed(server: Any, unique: str, authorization: str | No
 )
 def test_accepted_authorization_spellings(server: Any, unique: str, authorization: str) -> None:
     headers = {"Authorization": spell(server, authorization)}
-    status, _, body = raw_request(server, "PUT", f"/v1/files/{unique}/raw.txt", headers, b"r")
-    assert status == 201, body
+    resp = raw_request(
+        server, "PUT", f"/v1/files/{unique}/raw.txt", user=None, headers=headers, body=b"r"
+    )
+    assert resp.status == 201, resp.content
     with httpx.Client(
         base_url=server.base_url,
         verify=False,

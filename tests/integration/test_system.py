@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Server
+from helpers import assert_error
 
 SECURITY_HEADERS = {
     "content-security-policy": (
@@ -52,17 +53,10 @@ DEFAULT_BUCKETS = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", 
 
 
 def assert_json_error(response: httpx.Response, status: int, code: str) -> str:
-    """The exact error envelope of §1.5; returns the message."""
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["content-type"] == "application/json"
-    raw = response.content
-    body = json.loads(raw)
-    assert list(body) == ["code", "message"], body
-    assert body["code"] == code
-    assert isinstance(body["message"], str) and body["message"]
-    # Compact, UTF-8, no trailing newline.
-    assert raw == json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    assert not raw.endswith(b"\n")
+    """The exact error envelope of §1.5 (:func:`helpers.assert_error`), also compact and
+    UTF-8 without escapes; returns the message."""
+    body = assert_error(response, status, code)
+    assert response.content == json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     message: str = body["message"]
     return message
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -39,13 +40,18 @@ def fresh_request(server: Server, method: str, path: str, **kwargs: Any) -> http
 
 
 def test_connections_reach_every_worker(workers_server: Server) -> None:
-    with ThreadPoolExecutor(8) as pool:
-        statuses = list(
-            pool.map(lambda _: fresh_request(workers_server, "GET", "/health"), range(40))
-        )
-    assert {r.status_code for r in statuses} == {200}
-    metric_files = os.listdir(workers_server.data_dir / "run" / "metrics")
-    pids = {m.group(1) for f in metric_files if (m := re.match(r"counter_(\d+)\.db", f))}
+    # The server counts as started when its first worker answers; the others
+    # may still be importing, so keep sending batches for a while.
+    deadline = time.monotonic() + 20
+    pids: set[str] = set()
+    while len(pids) < WORKERS and time.monotonic() < deadline:
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(
+                pool.map(lambda _: fresh_request(workers_server, "GET", "/health"), range(40))
+            )
+        assert {r.status_code for r in statuses} == {200}
+        metric_files = os.listdir(workers_server.data_dir / "run" / "metrics")
+        pids = {m.group(1) for f in metric_files if (m := re.match(r"counter_(\d+)\.db", f))}
     assert len(pids) == WORKERS, metric_files
 
 
