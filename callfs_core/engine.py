@@ -171,6 +171,8 @@ class Engine:
         clock: the time source.
         ids: the id generator.
         config: the engine settings.
+        commit_locks: locks of this instance that order commits and reads of
+            the same bytes (default: ``locks``).
     """
 
     def __init__(
@@ -183,12 +185,16 @@ class Engine:
         clock: Clock,
         ids: IdGenerator,
         config: EngineConfig,
+        commit_locks: LockPort | None = None,
     ) -> None:
         if config.default_backend not in backends:
             raise ValueError(f"default backend {config.default_backend!r} is not configured")
         self.metadata = metadata
         self.backends = dict(backends)
         self.locks = locks
+        # Instance-local locks for commits vs. readers; the writers' lock
+        # manager when none is given (it is then local too).
+        self.commit_locks = commit_locks or locks
         self.signer = signer
         self.clock = clock
         self.ids = ids
@@ -355,7 +361,7 @@ class Engine:
             return ReadResult(inode, children=children)
         if options.head:  # HEAD ignores Range (api.md §1.7)
             return ReadResult(inode)
-        async with self._consistent_read(path):
+        async with self._commit_lock(path):
             # Under the lock the bytes opened are those the metadata describes.
             inode = await self.stat(identity, path)
             evaluate_preconditions(options.preconditions, path, inode, safe_method=True)
@@ -365,15 +371,20 @@ class Engine:
             reader = await self._open(inode, byte_range)
         return ReadResult(inode, reader=reader, byte_range=byte_range)
 
-    def _consistent_read(self, path: FsPath) -> AbstractAsyncContextManager[None]:
-        """Hold the writers' lock while reading metadata and opening the bytes.
+    def _commit_lock(self, *paths: FsPath) -> AbstractAsyncContextManager[None]:
+        """The short lock between a commit and the readers of the same bytes.
 
-        A commit replaces the bytes and then the metadata under this lock; a
-        reader taking it briefly never pairs old metadata (size, ETag) with new
-        bytes. Only the open is covered: the transfer itself runs unlocked,
-        on the handle opened (an atomic rename leaves it on the old content).
+        A commit replaces the bytes and then the metadata under it; a reader
+        takes it while it reads the metadata and opens the bytes, so it never
+        pairs old metadata (size, ETag) with new bytes. Only the open is
+        covered: the transfer runs on the opened handle (an atomic rename
+        leaves it on the old content). It is a lock of this instance, not of
+        the writers' lock service: the bytes of a local file are committed by
+        the instance that holds them, and reads keep working when a shared
+        lock service is down.
         """
-        return self.locks.hold(f"file:{path}", timeout=self.config.file_op_timeout)
+        names = [f"commit:{p}" for p in paths]
+        return self.commit_locks.hold(*names, timeout=self.config.file_op_timeout)
 
     async def list(
         self,
@@ -540,7 +551,10 @@ class Engine:
         )
         staged = await self._stage(backend, path, body, digests)
         try:
-            async with self.locks.hold(f"file:{path}", timeout=self.config.file_op_timeout):
+            async with (
+                self.locks.hold(f"file:{path}", timeout=self.config.file_op_timeout),
+                self._commit_lock(path),
+            ):
                 current = await self.metadata.get(path)
                 self._check_write_target(path, current, write_mode)
                 evaluate_preconditions(preconditions, path, current, safe_method=False)
@@ -834,7 +848,10 @@ class Engine:
                 "files individually or keep it on the same backend/instance"
             )
         names = {self._lock_name(source), f"{'dir' if source.is_dir else 'file'}:{destination}"}
-        async with self.locks.hold(*names, timeout=self.config.file_op_timeout):
+        async with (
+            self.locks.hold(*names, timeout=self.config.file_op_timeout),
+            self._commit_lock(source.path, destination),
+        ):
             current = await self.metadata.get(source.path)
             if current is None:
                 raise NotFound(source.path)
@@ -993,7 +1010,7 @@ class Engine:
             raise NotFound(link.path)
         if not consume:
             return ReadResult(inode)
-        async with self._consistent_read(link.path):
+        async with self._commit_lock(link.path):
             inode = await self.metadata.get(link.path)
             if inode is None or not inode.is_file:
                 raise NotFound(link.path)
