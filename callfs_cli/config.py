@@ -378,6 +378,12 @@ def _check_metadata_store(store: MetadataStoreSettings) -> str | None:
     key = required[store.type]
     if not str(getattr(store, key)).strip():
         return f"metadata_store.{key} is required when metadata_store.type={store.type}"
+    if store.pool_max_size < 1:
+        return "metadata_store.pool_max_size must be > 0"
+    if store.cache_ttl < 0:
+        return "metadata_store.cache_ttl must not be negative"
+    if store.cache_entries < 0:
+        return "metadata_store.cache_entries must not be negative"
     return None
 
 

@@ -147,6 +147,12 @@ class MetadataStoreSettings:
     redis_password: str = ""
     redis_db: int = 0
     redis_key_prefix: str = "callfs:"
+    # (new) connections of the PostgreSQL pool, per worker process
+    pool_max_size: int = 10
+    # (new) metadata cache: entry lifetime (0 disables) and size; used only
+    # where it cannot go stale (one process owning an SQLite database)
+    cache_ttl: Seconds = Seconds(300.0)
+    cache_entries: int = 1000
 
 
 @attrs.frozen

@@ -12,6 +12,7 @@ from callfs_adapters.hmac_signer import HmacLinkSigner
 from callfs_adapters.local_lock import LocalLockManager
 from callfs_adapters.localfs import LocalFsBackend
 from callfs_adapters.memory_ratelimit import InMemoryRateLimiter
+from callfs_adapters.metadata_cache import CachingMetadataStore
 from callfs_adapters.metrics import (
     InstrumentedBackend,
     InstrumentedLocks,
@@ -45,6 +46,21 @@ def _metadata_store(settings: Settings) -> MetadataPort:
     raise UnsupportedConfiguration(
         f'metadata_store.type "{kind}" is not available in this release; use "sqlite"'
     )
+
+
+def _cached(settings: Settings, store: MetadataPort) -> MetadataPort:
+    """The cache sits in front of the (instrumented) store only where every change
+    goes through it: one process owning an SQLite database. With several workers
+    or a shared PostgreSQL another process could change an entry behind it."""
+    meta = settings.metadata_store
+    if (
+        meta.type == "sqlite"
+        and settings.server.workers <= 1
+        and meta.cache_ttl > 0
+        and meta.cache_entries > 0
+    ):
+        return CachingMetadataStore(store, ttl=meta.cache_ttl, entries=meta.cache_entries)
+    return store
 
 
 def shared_state_dir(settings: Settings) -> str:
@@ -140,10 +156,14 @@ class Container(containers.DeclarativeContainer):
     ids = providers.Singleton(RandomIdGenerator)
     raw_metadata = providers.Singleton(_metadata_store, settings)
     metadata = providers.Singleton(
-        InstrumentedMetadata,
-        raw_metadata,
-        metrics,
-        providers.Callable(lambda s: s.server.metadata_op_timeout, settings),
+        _cached,
+        settings,
+        providers.Singleton(
+            InstrumentedMetadata,
+            raw_metadata,
+            metrics,
+            providers.Callable(lambda s: s.server.metadata_op_timeout, settings),
+        ),
     )
     locks = providers.Singleton(
         InstrumentedLocks, providers.Singleton(_lock_manager, settings), metrics

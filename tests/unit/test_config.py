@@ -749,6 +749,12 @@ RULES: list[tuple[dict[str, str], str]] = [
         {"CALLFS_METADATA_STORE_TYPE": "redis", "CALLFS_METADATA_STORE_REDIS_ADDR": ""},
         "metadata_store.redis_addr is required when metadata_store.type=redis",
     ),
+    ({"CALLFS_METADATA_STORE_POOL_MAX_SIZE": "0"}, "metadata_store.pool_max_size must be > 0"),
+    ({"CALLFS_METADATA_STORE_CACHE_TTL": "-1s"}, "metadata_store.cache_ttl must not be negative"),
+    (
+        {"CALLFS_METADATA_STORE__CACHE_ENTRIES": "-3"},
+        "metadata_store.cache_entries must not be negative",
+    ),
     # 6
     ({"CALLFS_DLM_TYPE": "etcd"}, "dlm.type must be one of: redis, local"),
     (
