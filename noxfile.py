@@ -27,6 +27,7 @@ def tool(name: str) -> str:
 CONTRACTS = {
     ("metadata", "memory"): "tests/contract/test_metadata_memory.py",
     ("metadata", "sqlite"): "tests/contract/test_metadata_sqlite.py",
+    ("metadata", "cached"): "tests/contract/test_metadata_cached.py",
     ("blob", "memory"): "tests/contract/test_blob_memory.py",
     ("blob", "localfs"): "tests/contract/test_blob_localfs.py",
     ("lock", "local"): "tests/contract/test_lock_local.py",
