@@ -45,6 +45,7 @@ _LOG_LEVELS = ("debug", "info", "warn", "error")
 _IDLE_TIMEOUT = Seconds(30.0)
 _FILE_OP_TIMEOUT = Seconds(10.0)
 _METADATA_OP_TIMEOUT = Seconds(5.0)
+_CACHE_TTL = Seconds(300.0)
 
 
 def _cpu_count() -> int:
@@ -151,7 +152,7 @@ class MetadataStoreSettings:
     pool_max_size: int = 10
     # (new) metadata cache: entry lifetime (0 disables) and size; used only
     # where it cannot go stale (one process owning an SQLite database)
-    cache_ttl: Seconds = Seconds(300.0)
+    cache_ttl: Seconds = _CACHE_TTL
     cache_entries: int = 1000
 
 

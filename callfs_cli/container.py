@@ -30,7 +30,13 @@ from callfs_http.app import create_app
 from callfs_http.auth import Authenticator, build_identities
 from callfs_http.common import HttpSettings
 
-__all__ = ["Container", "UnsupportedConfiguration"]
+__all__ = [
+    "Container",
+    "UnsupportedConfiguration",
+    "close_resources",
+    "open_resources",
+    "shared_state_dir",
+]
 
 VERSION = "0.1.0"
 
@@ -40,11 +46,21 @@ class UnsupportedConfiguration(Exception):
 
 
 def _metadata_store(settings: Settings) -> MetadataPort:
-    kind = settings.metadata_store.type
-    if kind == "sqlite":
-        return SqliteMetadataStore(settings.metadata_store.sqlite_path)
+    meta = settings.metadata_store
+    if meta.type == "sqlite":
+        return SqliteMetadataStore(meta.sqlite_path)
+    if meta.type == "postgres":
+        from callfs_adapters.postgres_metadata import PostgresMetadataStore
+
+        return PostgresMetadataStore(
+            meta.dsn,
+            max_size=meta.pool_max_size,
+            statement_timeout=settings.server.metadata_op_timeout,
+            pool_timeout=settings.server.metadata_op_timeout,
+        )
     raise UnsupportedConfiguration(
-        f'metadata_store.type "{kind}" is not available in this release; use "sqlite"'
+        f'metadata_store.type "{meta.type}" is not available in this release; '
+        'use "postgres" or "sqlite"'
     )
 
 
@@ -69,10 +85,21 @@ def shared_state_dir(settings: Settings) -> str:
 
 
 def _lock_manager(settings: Settings) -> LockPort:
-    if settings.dlm.type != "local":
-        raise UnsupportedConfiguration(
-            f'dlm.type "{settings.dlm.type}" is not available in this release; use "local"'
-        )
+    if settings.dlm.type == "redis":
+        from callfs_adapters.redis_lock import RedisLockManager
+
+        return RedisLockManager.from_settings(settings.dlm.redis_addr, settings.dlm.redis_password)
+    return _instance_locks(settings)
+
+
+def _commit_locks(settings: Settings, locks: LockPort) -> LockPort:
+    """Locks of this instance ordering commits and reads of the same bytes."""
+    return locks if settings.dlm.type == "local" else _instance_locks(settings)
+
+
+def _instance_locks(settings: Settings) -> LockPort:
+    if settings.dlm.type not in ("local", "redis"):
+        raise UnsupportedConfiguration(f'dlm.type "{settings.dlm.type}" is not available')
     if settings.server.workers <= 1:
         return LocalLockManager()
     # Several worker processes: "local" must still mean one lock per instance.
@@ -165,9 +192,9 @@ class Container(containers.DeclarativeContainer):
             providers.Callable(lambda s: s.server.metadata_op_timeout, settings),
         ),
     )
-    locks = providers.Singleton(
-        InstrumentedLocks, providers.Singleton(_lock_manager, settings), metrics
-    )
+    raw_locks = providers.Singleton(_lock_manager, settings)
+    locks = providers.Singleton(InstrumentedLocks, raw_locks, metrics)
+    commit_locks = providers.Singleton(_commit_locks, settings, locks)
     backends = providers.Singleton(_backends, settings, metrics)
     signer = providers.Singleton(
         HmacLinkSigner, providers.Callable(lambda s: s.auth.single_use_link_secret, settings)
@@ -181,6 +208,7 @@ class Container(containers.DeclarativeContainer):
         clock=clock,
         ids=ids,
         config=providers.Callable(_engine_config, settings),
+        commit_locks=commit_locks,
     )
     authenticator = providers.Singleton(_authenticator, settings)
     app = providers.Singleton(
@@ -192,3 +220,19 @@ class Container(containers.DeclarativeContainer):
         generate_limiter=providers.Singleton(_rate_limiter, settings, "generate"),
         download_limiter=providers.Singleton(_rate_limiter, settings, "download"),
     )
+
+
+async def open_resources(container: Container) -> None:
+    """Open what needs opening before the engine runs (the metadata store)."""
+    store = container.raw_metadata()
+    await store.open()  # type: ignore[attr-defined]
+
+
+async def close_resources(container: Container) -> None:
+    """Close the metadata store and the lock service connection, if any."""
+    try:
+        await container.raw_metadata().close()
+    finally:
+        close = getattr(container.raw_locks(), "close", None)
+        if close is not None:
+            await close()

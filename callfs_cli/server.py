@@ -33,7 +33,13 @@ from starlette.types import Receive, Scope, Send
 
 from callfs_adapters.metrics import EXPOSITION_CONTENT_TYPE
 from callfs_cli.config_model import Settings
-from callfs_cli.container import Container, UnsupportedConfiguration, shared_state_dir
+from callfs_cli.container import (
+    Container,
+    UnsupportedConfiguration,
+    close_resources,
+    open_resources,
+    shared_state_dir,
+)
 from callfs_cli.logs import configure_logging
 from callfs_cli.quickstart import QuickstartInfo, banner, server_url
 from callfs_core.engine import Engine
@@ -163,12 +169,11 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 async def prepare(settings: Settings) -> None:
     """Open the metadata store once (creating or migrating its schema) and seed ``/``."""
     container = Container(settings=settings)
-    metadata = container.raw_metadata()
-    await metadata.open()  # type: ignore[attr-defined]
+    await open_resources(container)
     try:
         await container.engine().start()
     finally:
-        await metadata.close()
+        await close_resources(container)
 
 
 async def serve_worker(
@@ -182,8 +187,7 @@ async def serve_worker(
     container = Container(settings=settings)
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    metadata = container.raw_metadata()
-    await metadata.open()  # type: ignore[attr-defined]
+    await open_resources(container)
     try:
         engine = container.engine()
         await engine.start()
@@ -203,7 +207,7 @@ async def serve_worker(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
     finally:
-        await metadata.close()
+        await close_resources(container)
 
 
 def _worker_main(settings: Settings, index: int) -> None:
