@@ -25,8 +25,9 @@ _COMMANDS = """commands:
   server            load and validate the configuration, then start the API and
                     metrics listeners (the default when no command is given)
   config validate   load and validate the configuration and print a summary
+  db migrate        create or upgrade the metadata schema (also done at start-up)
 
-options of both commands:
+options of every command:
   -c, --config FILE  configuration file (.yaml, .yml or .json); default: the first
                      of config.yaml, config.yml, config.json in the working folder
 
@@ -69,13 +70,13 @@ def _add_config_option(parser: argparse.ArgumentParser, default: object) -> None
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="callfs",
-        usage="callfs [-h] [-c FILE] {server,config validate} ...",
+        usage="callfs [-h] [-c FILE] {server,config validate,db migrate} ...",
         description=_DESCRIPTION,
         epilog=_COMMANDS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_option(parser, None)
-    commands = parser.add_subparsers(dest="command", metavar="{server,config validate}")
+    commands = parser.add_subparsers(dest="command", metavar="{server,config validate,db migrate}")
     server = commands.add_parser(
         "server",
         help="run the server (default)",
@@ -105,6 +106,24 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_option(check, argparse.SUPPRESS)
+    database = commands.add_parser(
+        "db",
+        help="metadata database commands: db migrate",
+        usage="callfs db migrate [-h] [-c FILE]",
+        description="Metadata database commands.",
+        epilog=_COMMANDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    db_actions = database.add_subparsers(dest="action", metavar="migrate", required=True)
+    migrate = db_actions.add_parser(
+        "migrate",
+        help="create or upgrade the metadata schema",
+        usage="callfs db migrate [-h] [-c FILE]",
+        description="Apply the pending schema migrations of the configured metadata store.",
+        epilog=_COMMANDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_option(migrate, argparse.SUPPRESS)
     return parser
 
 
@@ -143,6 +162,22 @@ def _config_validate(config_file: str | None, environ: Mapping[str, str]) -> int
     return 0
 
 
+def _db_migrate(config_file: str | None, environ: Mapping[str, str]) -> int:
+    try:
+        loaded = load_settings(config_file, environ=environ)
+        validate(loaded)
+    except ConfigError as exc:
+        print(f"failed to load configuration: {exc}", file=sys.stderr)
+        return 1
+    from callfs_cli import server  # imported here: it pulls in the adapters
+
+    store = loaded.settings.metadata_store
+    code = server.migrate(loaded.settings)
+    if code == 0:
+        print(f"Metadata schema is up to date ({store.type})")
+    return code
+
+
 def _server(config_file: str | None, environ: Mapping[str, str]) -> int:
     try:
         loaded = load_settings(config_file, environ=environ)
@@ -171,7 +206,7 @@ def _unknown_command(arguments: Sequence[str]) -> str | None:
         elif argument in ("-c", "--config"):
             skip = True
         elif not argument.startswith("-"):
-            return None if argument in ("server", "config") else argument
+            return None if argument in ("server", "config", "db") else argument
     return None
 
 
@@ -200,6 +235,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         if options.command == "config":
             return _config_validate(options.config, environment)
+        if options.command == "db":
+            return _db_migrate(options.config, environment)
         return _server(options.config, environment)
     except KeyboardInterrupt:
         return 130

@@ -296,6 +296,28 @@ async def _supervise(settings: Settings, workers: int) -> int:
         await asyncio.to_thread(supervisor.stop_all)
 
 
+def migrate(settings: Settings) -> int:
+    """``callfs db migrate``: open the metadata store (which applies pending
+    migrations) and close it again; return the exit code."""
+    container = Container(settings=settings)
+
+    async def run_migrations() -> None:
+        store = container.raw_metadata()
+        await store.open()  # type: ignore[attr-defined]
+        await store.close()
+
+    try:
+        asyncio.run(run_migrations())
+    except UnsupportedConfiguration as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, CallFSError) as exc:
+        reason = exc.message if isinstance(exc, CallFSError) else str(exc)
+        print(f"Error: cannot migrate the metadata store: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _reset_shared_state(settings: Settings) -> str:
     """A fresh folder for the state workers share, and the metrics files in it."""
     folder = shared_state_dir(settings)

@@ -4,6 +4,7 @@
 server itself is replaced by a fake `callfs_cli.server` module.
 """
 
+import contextlib
 import json
 import os
 import ssl
@@ -444,3 +445,28 @@ def test_python_dash_m(tmp_path: Path) -> None:
     )
     assert result.returncode == 0
     assert result.stdout.startswith("usage: callfs")
+
+
+def test_db_migrate_creates_the_sqlite_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["db", "migrate"], environ={}) == 0
+    assert capsys.readouterr().out.strip() == "Metadata schema is up to date (sqlite)"
+    database = tmp_path / "callfs-data" / "callfs.sqlite3"
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"inodes", "links"} <= tables
+    assert main(["db", "migrate"], environ={}) == 0  # idempotent
+
+
+def test_db_migrate_reports_an_unusable_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "not-a-dir").write_text("x")
+    env = {"CALLFS_METADATA_STORE_SQLITE_PATH": str(tmp_path / "not-a-dir" / "db.sqlite3")}
+    assert main(["db", "migrate"], environ=env) == 1
+    assert "cannot migrate the metadata store" in capsys.readouterr().err
