@@ -28,11 +28,13 @@ CONTRACTS = {
     ("metadata", "memory"): "tests/contract/test_metadata_memory.py",
     ("metadata", "sqlite"): "tests/contract/test_metadata_sqlite.py",
     ("metadata", "cached"): "tests/contract/test_metadata_cached.py",
+    ("metadata", "postgres"): "tests/contract/test_metadata_postgres.py",
     ("blob", "memory"): "tests/contract/test_blob_memory.py",
     ("blob", "localfs"): "tests/contract/test_blob_localfs.py",
     ("lock", "local"): "tests/contract/test_lock_local.py",
     ("signer", "hmac"): "tests/contract/test_signer_hmac.py",
     ("lock", "file"): "tests/contract/test_lock_file.py",
+    ("lock", "redis"): "tests/contract/test_lock_redis.py",
     ("ratelimit", "memory-and-sqlite"): "tests/contract/test_ratelimit.py",
     ("engine", "memory-vs-sqlite-localfs"): "tests/contract/test_engine_equivalence.py",
 }
@@ -69,6 +71,18 @@ def contract(session: nox.Session, port: str, adapter: str) -> None:
 
 
 @nox.session
-def integration(session: nox.Session) -> None:
-    """The real ``callfs server`` process over TLS, driven with httpx."""
-    session.run(*PYTEST, "tests/integration", *session.posargs, external=True)
+@nox.parametrize("stack", ["embedded", "postgres-redis"])
+def integration(session: nox.Session, stack: str) -> None:
+    """The real ``callfs server`` process over TLS, driven with httpx.
+
+    ``embedded``: SQLite and local locks. ``postgres-redis``: PostgreSQL
+    metadata and Redis locks, from CALLFS_TEST_POSTGRES_DSN and
+    CALLFS_TEST_REDIS_URL when set, else from throwaway servers the tests start.
+    """
+    session.run(
+        *PYTEST,
+        "tests/integration",
+        *session.posargs,
+        env={"CALLFS_TEST_STACK": stack},
+        external=True,
+    )

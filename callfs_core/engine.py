@@ -418,7 +418,7 @@ class Engine:
         items: list[Inode] = []
         more = False
         wanted = None if limit is None else limit + 1
-        async for inode in self._walk(identity, path, recursive, max_depth, after):
+        async for inode in self._walk(identity, path, recursive, max_depth, after, wanted):
             items.append(inode)
             if wanted is not None and len(items) >= wanted:
                 more = True
@@ -434,8 +434,13 @@ class Engine:
         recursive: bool,
         max_depth: int,
         after: FsPath | None,
+        wanted: int | None = None,
     ) -> AsyncIterator[Inode]:
-        """Yield the listing of ``base`` in order, skipping what precedes ``after``."""
+        """Yield the listing of ``base`` in order, skipping what precedes ``after``.
+
+        ``wanted``: the caller stops after that many items, so no directory's
+        children are fetched beyond it (except to find subdirectories to descend).
+        """
         key = None
         if after is not None:
             # An ``after`` that no longer exists is placed as if it were a file.
@@ -446,15 +451,16 @@ class Engine:
         while pending:
             directory, parts, depth = pending.pop(0)
             cursor = None if key is None else child_cursor(key, parts)
-            children = await self.metadata.list_children(directory, after=cursor)
+            children = await self.metadata.list_children(directory, after=cursor, limit=wanted)
             subdirs: list[tuple[FsPath, tuple[str, ...], int]] = []
             for child in children:
                 if key is None or listing_key(base, child.path, child.is_dir) > key:
                     yield child
             if not recursive:
                 return
-            if cursor is not None:
-                # Directories skipped by the cursor may still hold later blocks.
+            if cursor is not None or (wanted is not None and len(children) >= wanted):
+                # Directories skipped by the cursor or cut off by the page size
+                # may still hold later blocks: descend from the full list.
                 children = await self.metadata.list_children(directory)
             for child in children:
                 if not child.is_dir or depth + 1 > max_depth:

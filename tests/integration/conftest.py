@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import openapi_check
@@ -22,6 +23,7 @@ __all__ = [
     "KEYS",
     "LINK_SECRET",
     "POSITIONAL_KEY",
+    "STACK",
     "Server",
     "_die_with_parent",
     "base_config",
@@ -49,9 +51,38 @@ def write_certificate(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+# Which stores the servers under test use: "embedded" (SQLite, local locks) or
+# "postgres-redis" (a fresh PostgreSQL database per server and Redis locks, from
+# CALLFS_TEST_POSTGRES_DSN / CALLFS_TEST_REDIS_URL or throwaway servers).
+STACK = os.environ.get("CALLFS_TEST_STACK", "embedded")
+
+
+def stack_config() -> dict[str, Any]:
+    if STACK == "embedded":
+        return {}
+    if STACK == "postgres-redis":
+        import pg_service
+        import redis_service
+
+        redis = urlsplit(redis_service.redis_url())
+        return {
+            "metadata_store": {"type": "postgres", "dsn": pg_service.new_database()},
+            "dlm": {
+                "type": "redis",
+                "redis_addr": f"{redis.hostname}:{redis.port}",
+                "redis_password": redis.password or "",
+            },
+        }
+    raise ValueError(f"CALLFS_TEST_STACK={STACK!r}: use 'embedded' or 'postgres-redis'")
+
+
 def base_config(folder: Path) -> dict[str, Any]:
     cert, key = write_certificate(folder)
     port = free_port()
+    return merge(_base_config(folder, cert, key, port), stack_config())
+
+
+def _base_config(folder: Path, cert: Path, key: Path, port: int) -> dict[str, Any]:
     return {
         "server": {
             "listen_addr": f"127.0.0.1:{port}",
