@@ -84,11 +84,17 @@ def shared_state_dir(settings: Settings) -> str:
     return os.path.join(settings.server.data_dir, "run")
 
 
-def _lock_manager(settings: Settings) -> LockPort:
+def _lock_manager(settings: Settings, metrics: Metrics) -> LockPort:
     if settings.dlm.type == "redis":
         from callfs_adapters.redis_lock import RedisLockManager
 
-        return RedisLockManager.from_settings(settings.dlm.redis_addr, settings.dlm.redis_password)
+        def renewed(status: str, seconds: float) -> None:
+            metrics.lock_ops.labels("renew", status).inc()
+            metrics.lock_duration.labels("renew").observe(seconds)
+
+        return RedisLockManager.from_settings(
+            settings.dlm.redis_addr, settings.dlm.redis_password, on_renew=renewed
+        )
     return _instance_locks(settings)
 
 
@@ -192,7 +198,7 @@ class Container(containers.DeclarativeContainer):
             providers.Callable(lambda s: s.server.metadata_op_timeout, settings),
         ),
     )
-    raw_locks = providers.Singleton(_lock_manager, settings)
+    raw_locks = providers.Singleton(_lock_manager, settings, metrics)
     locks = providers.Singleton(InstrumentedLocks, raw_locks, metrics)
     commit_locks = providers.Singleton(_commit_locks, settings, locks)
     backends = providers.Singleton(_backends, settings, metrics)

@@ -293,9 +293,12 @@ def _admin_connection(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
     try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
-        raise PostgresServiceError(
-            f"cannot connect to the test PostgreSQL ({type(exc).__name__}). {HOW_TO_PROVIDE}"
-        ) from exc
+        hint = (
+            f"Check {ENV_VAR}, or unset it to let the tests start a throwaway server."
+            if os.environ.get(ENV_VAR)
+            else HOW_TO_PROVIDE
+        )
+        raise PostgresServiceError(f"cannot connect to the test PostgreSQL: {exc}. {hint}") from exc
 
 
 def new_database() -> str:
