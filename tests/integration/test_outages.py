@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pg_service
 import pytest
 import redis_service
 from helpers import assert_error
@@ -48,4 +49,46 @@ def test_redis_down_blocks_writes_not_reads(
         private_redis.start()
         assert alice.put("/v1/files/kept.txt", content=b"after").status_code == 200
         assert alice.get("/v1/files/kept.txt").content == b"after"
+        assert alice.get("/ready").status_code == 200
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[pg_service.ThrowawayPostgres]:
+    server = pg_service.ThrowawayPostgres()  # our own: this test stops it
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+def test_postgres_restart_gives_503_then_recovers(
+    make_server: Any, private_postgres: pg_service.ThrowawayPostgres
+) -> None:
+    srv = make_server(
+        {
+            "server": {"metadata_op_timeout": "2s"},
+            "metadata_store": {"type": "postgres", "dsn": private_postgres.dsn},
+            "dlm": {"type": "local"},
+        }
+    )
+    with srv.client("alice") as alice:
+        assert alice.put("/v1/files/pg.txt", content=b"stored").status_code == 201
+        private_postgres.stop()
+        for method, path in [("GET", "/v1/files/pg.txt"), ("PUT", "/v1/files/pg.txt")]:
+            started = time.monotonic()
+            response = alice.request(method, path, content=b"x" if method == "PUT" else None)
+            assert time.monotonic() - started < 10  # bounded by the metadata timeout
+            assert_error(response, 503, "BACKEND_UNAVAILABLE")
+            assert str(private_postgres.port) not in response.text  # no DSN, host or port
+        assert alice.get("/ready").json()["checks"]["metadata_store"] in ("unavailable", "timeout")
+        private_postgres.start()  # same port, same data: a server restart
+        deadline = time.monotonic() + 20
+        while True:  # no CallFS restart: the pool reconnects by itself
+            response = alice.get("/v1/files/pg.txt")
+            if response.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert (response.status_code, response.content) == (200, b"stored")
+        assert alice.put("/v1/files/pg.txt", content=b"again").status_code == 200
         assert alice.get("/ready").status_code == 200
