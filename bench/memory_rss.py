@@ -8,7 +8,7 @@ the server process and all its descendants, every 50 ms). Prints the peak RSS an
 upload and download rates; exits 1 when the peak is at or above ``--limit-mib``
 (default 150).
 
-    /work/venv/bin/python bench/memory_rss.py [--size-mib 1024] [--limit-mib 150] [--workers 1]
+    .venv/bin/python bench/memory_rss.py [--size-mib 1024] [--limit-mib 150] [--workers 1]
 
 ``tests/integration/test_memory.py`` imports :func:`measure` from this file.
 """

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 
 import attrs
 
+from callfs_adapters.metadata_rules import check_rename, deepest_first
 from callfs_core.errors import (
     AlreadyExists,
     Conflict,
     DirectoryNotEmpty,
-    InvalidRequest,
     NotADirectory,
     NotFound,
 )
@@ -111,7 +111,7 @@ class InMemoryMetadataStore:
         below = self._subtree(path)
         if below and not recursive:
             raise DirectoryNotEmpty(path)
-        removed = sorted([inode, *below], key=lambda node: (-node.path.depth, str(node.path)))
+        removed = deepest_first([inode, *below])
         for node in removed:
             self._drop(node.path)
         return removed
@@ -124,10 +124,7 @@ class InMemoryMetadataStore:
         replace: bool = False,
         changes: EntryChanges | None = None,
     ) -> Inode | None:
-        if source.is_root or destination.is_root:
-            raise InvalidRequest("cannot rename or move the root directory")
-        if destination != source and destination.is_within(source):
-            raise InvalidRequest("cannot move a path into itself")
+        check_rename(source, destination)
         if source not in self._inodes:
             raise NotFound(source)
         replaced = self._inodes.get(destination)

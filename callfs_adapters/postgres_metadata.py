@@ -36,6 +36,12 @@ from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from callfs_adapters.metadata_rules import (
+    check_rename,
+    deepest_first,
+    inode_from_row,
+    subtree_bounds,
+)
 from callfs_core.errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -43,11 +49,10 @@ from callfs_core.errors import (
     Conflict,
     DirectoryNotEmpty,
     InvalidPath,
-    InvalidRequest,
     NotADirectory,
     NotFound,
 )
-from callfs_core.model import EntryChanges, Inode, Kind, Link, LinkStatus
+from callfs_core.model import EntryChanges, Inode, Link, LinkStatus
 from callfs_core.paths import MAX_PATH_BYTES, FsPath
 from callfs_core.ports import MetadataPort
 
@@ -149,29 +154,8 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _subtree_bounds(root: FsPath) -> tuple[str, str]:
-    """Exclusive bounds of the paths strictly below ``root`` ('0' follows '/')."""
-    if root.is_root:
-        return "/", "0"
-    return f"{root}/", f"{root}0"
-
-
 def _inode(row: Sequence[Any]) -> Inode:
-    return Inode(
-        path=FsPath.parse(row[0]),
-        kind=Kind.DIRECTORY if row[1] else Kind.FILE,
-        owner=row[2],
-        group=row[3],
-        mode=row[4],
-        size=row[5],
-        mtime=_utc(row[6]),
-        ctime=_utc(row[7]),
-        content_type=row[8],
-        sha256=row[9],
-        backend=row[10],
-        instance_id=row[11],
-        version=row[12],
-    )
+    return inode_from_row(row, _utc)
 
 
 def _inode_values(inode: Inode) -> tuple[Any, ...]:
@@ -285,7 +269,7 @@ async def _fetch_inode(conn: Connection, path: FsPath, *, lock: str = "") -> Ino
 
 
 async def _has_children(conn: Connection, path: FsPath) -> bool:
-    low, high = _subtree_bounds(path)
+    low, high = subtree_bounds(path)
     cursor = await conn.execute(
         "SELECT 1 FROM inodes WHERE path > %s AND path < %s LIMIT 1", (low, high)
     )
@@ -315,7 +299,7 @@ async def _lock_subtree(conn: Connection, root: FsPath) -> list[str]:
     again until a round finds nothing new: then no entry below ``root`` can
     appear before commit (creating one needs its parent ``FOR SHARE``).
     """
-    low, high = _subtree_bounds(root)
+    low, high = subtree_bounds(root)
     query = (
         "SELECT path FROM inodes WHERE path = %s OR (path > %s AND path < %s)"
         " ORDER BY path FOR UPDATE"
@@ -492,7 +476,7 @@ class PostgresMetadataStore:
         return [_inode(row) for row in await self._fetch(parent, query, params)]
 
     async def list_subtree(self, root: FsPath) -> list[Inode]:
-        low, high = _subtree_bounds(root)
+        low, high = subtree_bounds(root)
         query = f"SELECT {_INODE_COLUMNS} FROM inodes WHERE path > %s AND path < %s"
         return [_inode(row) for row in await self._fetch(root, query, (low, high))]
 
@@ -530,7 +514,7 @@ class PostgresMetadataStore:
         return _stored(inode, row[0])
 
     async def delete(self, path: FsPath, *, recursive: bool = False) -> list[Inode]:
-        low, high = _subtree_bounds(path)
+        low, high = subtree_bounds(path)
         async with self._transaction(path) as conn:
             if recursive:
                 locked = await _lock_subtree(conn, path)
@@ -548,8 +532,7 @@ class PostgresMetadataStore:
                 (str(path), low, high),
             )
             removed = [_inode(row) for row in await cursor.fetchall()]
-        removed.sort(key=lambda node: (-node.path.depth, str(node.path)))
-        return removed
+        return deepest_first(removed)
 
     async def rename(
         self,
@@ -559,11 +542,8 @@ class PostgresMetadataStore:
         replace: bool = False,
         changes: EntryChanges | None = None,
     ) -> Inode | None:
-        if source.is_root or destination.is_root:
-            raise InvalidRequest("cannot rename or move the root directory")
-        if destination != source and destination.is_within(source):
-            raise InvalidRequest("cannot move a path into itself")
-        low, high = _subtree_bounds(source)
+        check_rename(source, destination)
+        low, high = subtree_bounds(source)
         src, dst = str(source), str(destination)
         async with self._transaction(destination) as conn:
             moving = await _lock_subtree(conn, source)

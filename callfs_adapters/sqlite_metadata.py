@@ -27,6 +27,12 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from callfs_adapters.metadata_rules import (
+    check_rename,
+    deepest_first,
+    inode_from_row,
+    subtree_bounds,
+)
 from callfs_core.errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -34,11 +40,10 @@ from callfs_core.errors import (
     Conflict,
     DirectoryNotEmpty,
     InvalidPath,
-    InvalidRequest,
     NotADirectory,
     NotFound,
 )
-from callfs_core.model import EntryChanges, Inode, Kind, Link, LinkStatus
+from callfs_core.model import EntryChanges, Inode, Link, LinkStatus
 from callfs_core.paths import MAX_PATH_BYTES, FsPath
 from callfs_core.ports import MetadataPort
 
@@ -158,29 +163,8 @@ def _moment(micros: int) -> datetime:
     return _EPOCH + micros * _MICROSECOND
 
 
-def _subtree_bounds(root: FsPath) -> tuple[str, str]:
-    """Exclusive bounds of the paths strictly below ``root`` ('0' follows '/')."""
-    if root.is_root:
-        return "/", "0"
-    return f"{root}/", f"{root}0"
-
-
 def _inode(row: Sequence[Any]) -> Inode:
-    return Inode(
-        path=FsPath.parse(row[0]),
-        kind=Kind.DIRECTORY if row[1] else Kind.FILE,
-        owner=row[2],
-        group=row[3],
-        mode=row[4],
-        size=row[5],
-        mtime=_moment(row[6]),
-        ctime=_moment(row[7]),
-        content_type=row[8],
-        sha256=row[9],
-        backend=row[10],
-        instance_id=row[11],
-        version=row[12],
-    )
+    return inode_from_row(row, _moment)
 
 
 def _inode_values(inode: Inode) -> tuple[Any, ...]:
@@ -312,7 +296,7 @@ def _list_children(
 
 
 def _list_subtree(conn: sqlite3.Connection, root: FsPath) -> list[Inode]:
-    low, high = _subtree_bounds(root)
+    low, high = subtree_bounds(root)
     query = f"SELECT {_INODE_COLUMNS} FROM inodes WHERE path > ? AND path < ?"
     return [_inode(row) for row in conn.execute(query, (low, high))]
 
@@ -364,7 +348,7 @@ def _store_values(
 
 
 def _delete(conn: sqlite3.Connection, path: FsPath, recursive: bool) -> list[Inode]:
-    low, high = _subtree_bounds(path)
+    low, high = subtree_bounds(path)
     with _write(conn):
         inode = _get(conn, path)
         if inode is None:
@@ -382,8 +366,7 @@ def _delete(conn: sqlite3.Connection, path: FsPath, recursive: bool) -> list[Ino
             "DELETE FROM inodes WHERE path = ? OR (path > ? AND path < ?)", (str(path), low, high)
         )
     removed = [inode, *below]
-    removed.sort(key=lambda node: (-node.path.depth, str(node.path)))
-    return removed
+    return deepest_first(removed)
 
 
 def _rename(
@@ -393,7 +376,7 @@ def _rename(
     replace: bool,
     changes: EntryChanges | None,
 ) -> Inode | None:
-    low, high = _subtree_bounds(source)
+    low, high = subtree_bounds(source)
     src, dst = str(source), str(destination)
     with _write(conn):
         if not _exists(conn, source):
@@ -402,7 +385,7 @@ def _rename(
         if replaced is not None:
             if not replace or destination == source:
                 raise AlreadyExists(destination)
-            dst_low, dst_high = _subtree_bounds(destination)
+            dst_low, dst_high = subtree_bounds(destination)
             child = conn.execute(
                 "SELECT 1 FROM inodes WHERE path > ? AND path < ? LIMIT 1", (dst_low, dst_high)
             ).fetchone()
@@ -582,10 +565,7 @@ class SqliteMetadataStore:
         replace: bool = False,
         changes: EntryChanges | None = None,
     ) -> Inode | None:
-        if source.is_root or destination.is_root:
-            raise InvalidRequest("cannot rename or move the root directory")
-        if destination != source and destination.is_within(source):
-            raise InvalidRequest("cannot move a path into itself")
+        check_rename(source, destination)
         return await self._run(destination, _rename, source, destination, replace, changes)
 
     # -- links ----------------------------------------------------------------
