@@ -12,6 +12,7 @@ paths and names).
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterator
 from functools import total_ordering
 from typing import Final
@@ -29,8 +30,20 @@ _BIDI_CONTROLS: Final = frozenset(
 )
 
 
+# Every character a path may not contain (api.md §1.2 step 4), plus lone
+# surrogates (not encodable as UTF-8); searched in C, classified in Python.
+_BAD_CHARACTERS: Final = re.compile(
+    "[\\\\\x00-\x08\x0a-\x1f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+# A canonical path: "/" + segments without "/", none of them "." or "..".
+_CANONICAL: Final = re.compile(r"(?:/(?!\.\.?(?:/|$))[^/]+)+")
+
+
 def _bad_character(text: str) -> str | None:
-    for ch in text:
+    found = _BAD_CHARACTERS.search(text)
+    if found is None:
+        return None
+    for ch in found.group():
         if ch == "\\":
             return "backslash"
         if ch == "\x00":
@@ -149,6 +162,10 @@ class FsPath:
         """
         if canonical == "/":
             return ROOT
+        if _CANONICAL.fullmatch(canonical):  # the common case: a path read from a store
+            _check_characters(canonical, canonical)
+            _check_lengths(canonical, canonical)
+            return cls(canonical, _token=_PRIVATE)
         value = _canonicalise(canonical, canonical)
         if value != canonical:
             raise InvalidPath(canonical, "path is not canonical")
