@@ -6,6 +6,8 @@ import pickle
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from callfs_core.errors import InvalidPath
 from callfs_core.paths import ROOT, FsPath
@@ -131,3 +133,23 @@ def test_lone_surrogates_are_invalid() -> None:
         FsPath.from_body("a\ud800b")
     with pytest.raises(InvalidPath):
         ROOT.child("\udfff")
+
+
+@given(
+    st.text(
+        alphabet=st.sampled_from(["a", "é", ".", "/", "\\", "\x00", "\u202e", " "]), max_size=12
+    )
+)
+def test_parse_accepts_exactly_the_canonical_spellings(text: str) -> None:
+    try:
+        canonical = str(FsPath.from_body(text))
+    except InvalidPath:
+        canonical = None
+    try:
+        parsed = str(FsPath.parse(text))
+    except InvalidPath:
+        parsed = None
+    if parsed is not None:
+        assert parsed == text == (canonical if text != "/" else "/")
+    if canonical is not None:
+        assert str(FsPath.parse(canonical)) == canonical  # every canonical path round-trips
