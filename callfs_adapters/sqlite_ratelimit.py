@@ -48,15 +48,27 @@ class SqliteRateLimiter:
         # One connection, used by one thread at a time.
         self._guard = threading.Lock()
 
+    @staticmethod
+    def initialize(path: str) -> None:
+        """Create the file, its schema and WAL mode once, before the workers start:
+        switching the journal mode needs the database to itself, which several
+        workers opening it at the same moment do not give it."""
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+        finally:
+            conn.close()
+
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            if not os.path.exists(self.path):
+                self.initialize(self.path)
             conn = sqlite3.connect(
                 self.path, timeout=5.0, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=OFF")
-            conn.executescript(_SCHEMA)
             self._conn = conn
         return self._conn
 

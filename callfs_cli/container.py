@@ -35,6 +35,7 @@ __all__ = [
     "UnsupportedConfiguration",
     "close_resources",
     "open_resources",
+    "rate_limit_path",
     "shared_state_dir",
 ]
 
@@ -119,8 +120,12 @@ def _rate_limiter(settings: Settings, name: str) -> RateLimitPort:
     burst = getattr(settings.rate_limit, f"{name}_burst")
     if settings.server.workers <= 1:
         return InMemoryRateLimiter(rate, burst)
-    path = os.path.join(shared_state_dir(settings), "ratelimit.sqlite3")
-    return SqliteRateLimiter(path, name, rate, burst)
+    return SqliteRateLimiter(rate_limit_path(settings), name, rate, burst)
+
+
+def rate_limit_path(settings: Settings) -> str:
+    """The SQLite file holding the rate-limit buckets all workers share."""
+    return os.path.join(shared_state_dir(settings), "ratelimit.sqlite3")
 
 
 def _backends(settings: Settings, metrics: Metrics) -> dict[str, BlobBackendPort]:

@@ -32,12 +32,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from callfs_adapters.metrics import EXPOSITION_CONTENT_TYPE
+from callfs_adapters.sqlite_ratelimit import SqliteRateLimiter
 from callfs_cli.config_model import Settings
 from callfs_cli.container import (
     Container,
     UnsupportedConfiguration,
     close_resources,
     open_resources,
+    rate_limit_path,
     shared_state_dir,
 )
 from callfs_cli.logs import configure_logging
@@ -324,6 +326,7 @@ def _reset_shared_state(settings: Settings) -> str:
     shutil.rmtree(folder, ignore_errors=True)
     metrics = os.path.join(folder, "metrics")
     os.makedirs(metrics, mode=0o700)
+    SqliteRateLimiter.initialize(rate_limit_path(settings))
     return metrics
 
 
