@@ -8,11 +8,9 @@ parsed values and receive inodes, readers and core errors.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 import anyio
@@ -21,9 +19,18 @@ import attrs
 from callfs_core import permissions as perms
 from callfs_core.conditions import evaluate_preconditions, resolve_range
 from callfs_core.content_types import choose_content_type
+from callfs_core.engine_base import (
+    MAX_LINK_EXPIRY_SECONDS,
+    MAX_LIST_DEPTH,
+    Digests,
+    EngineConfig,
+    Listing,
+    ReadResult,
+    WriteResult,
+    _denied,
+)
 from callfs_core.errors import (
     AlreadyExists,
-    BackendUnavailable,
     DigestMismatch,
     DirectoryNotEmpty,
     InvalidRequest,
@@ -35,16 +42,9 @@ from callfs_core.errors import (
     NotADirectory,
     NotFound,
     PayloadTooLarge,
-    PeerUnavailable,
-    PermissionDenied,
 )
 from callfs_core.listing import child_cursor, listing_key, subtree_may_follow
 from callfs_core.model import (
-    ROOT_GROUP,
-    ROOT_MODE,
-    ROOT_USER,
-    ByteRange,
-    EntryChanges,
     Identity,
     Inode,
     Kind,
@@ -54,16 +54,10 @@ from callfs_core.model import (
     ReadOptions,
     WriteMode,
 )
-from callfs_core.patching import Directory, PatchPlan, PatchRequest, plan_patch
-from callfs_core.paths import ROOT, FsPath
+from callfs_core.moves import MoveOperations
+from callfs_core.paths import FsPath
 from callfs_core.ports import (
     BlobBackendPort,
-    BlobReader,
-    Clock,
-    IdGenerator,
-    LinkSigner,
-    LockPort,
-    MetadataPort,
     StagedBlob,
 )
 
@@ -80,87 +74,8 @@ __all__ = [
 
 log = logging.getLogger("callfs.engine")
 
-MAX_LIST_DEPTH = 1000
-MAX_LINK_EXPIRY_SECONDS = 86400
-DEFAULT_FILE_MODE = 0o644
-DEFAULT_DIR_MODE = 0o755
 
-
-@attrs.frozen
-class EngineConfig:
-    """Settings the use cases depend on."""
-
-    instance_id: str
-    default_backend: str = "localfs"
-    file_op_timeout: float = 10.0
-    max_upload_bytes: int = 10 * 1024**3
-    link_retention: timedelta = timedelta(hours=24)
-    # Names a PATCH may assign: users (owner), groups, and peer instances.
-    users: frozenset[str] = frozenset()
-    groups: frozenset[str] = frozenset()
-    peers: frozenset[str] = frozenset()
-
-
-@attrs.frozen
-class Digests:
-    """Digests an uploader announced (raw bytes), verified against the received body.
-
-    Every announced SHA-256 (``Content-Digest`` and ``Repr-Digest`` may both be
-    sent) must match.
-    """
-
-    sha256: tuple[bytes, ...] = ()
-    md5: bytes | None = None
-
-
-@attrs.frozen
-class ReadResult:
-    """A read of a file or directory.
-
-    Files: ``reader`` streams the content (``None`` for HEAD), ``byte_range``
-    is the satisfied range or ``None`` for the whole file. Directories:
-    ``children`` holds the immediate children (``None`` for HEAD).
-    """
-
-    inode: Inode
-    reader: BlobReader | None = None
-    byte_range: ByteRange | None = None
-    children: list[Inode] | None = None
-
-
-@attrs.frozen
-class WriteResult:
-    inode: Inode
-    created: bool
-
-
-@attrs.frozen
-class Listing:
-    """One page of a structured listing."""
-
-    directory: Inode
-    items: list[Inode]
-    next: FsPath | None
-
-
-@attrs.frozen
-class _Lineage:
-    """A path's existing ancestors, its target, and the deepest existing ancestor."""
-
-    ancestors: list[Inode]
-    target: Inode | None
-    complete: bool  # every ancestor exists
-
-    @property
-    def deepest(self) -> Inode:
-        return self.ancestors[-1]
-
-
-def _denied(what: str, path: FsPath) -> PermissionDenied:
-    return PermissionDenied(path, f"permission denied: {what} on {path}")
-
-
-class Engine:
+class Engine(MoveOperations):
     """The CallFS use cases. Construct it with adapters for every port.
 
     Args:
@@ -174,164 +89,6 @@ class Engine:
         commit_locks: locks of this instance that order commits and reads of
             the same bytes (default: ``locks``).
     """
-
-    def __init__(
-        self,
-        *,
-        metadata: MetadataPort,
-        backends: Mapping[str, BlobBackendPort],
-        locks: LockPort,
-        signer: LinkSigner,
-        clock: Clock,
-        ids: IdGenerator,
-        config: EngineConfig,
-        commit_locks: LockPort | None = None,
-    ) -> None:
-        if config.default_backend not in backends:
-            raise ValueError(f"default backend {config.default_backend!r} is not configured")
-        self.metadata = metadata
-        self.backends = dict(backends)
-        self.locks = locks
-        # Instance-local locks for commits vs. readers; the writers' lock
-        # manager when none is given (it is then local too).
-        self.commit_locks = commit_locks or locks
-        self.signer = signer
-        self.clock = clock
-        self.ids = ids
-        self.config = config
-
-    # -- lifecycle ----------------------------------------------------------------
-    async def start(self) -> None:
-        """Seed ``/`` (root:root 1777) when the store is empty."""
-        if await self.metadata.get(ROOT) is not None:
-            return
-        now = self.clock.now()
-        root = Inode(
-            path=ROOT,
-            kind=Kind.DIRECTORY,
-            owner=ROOT_USER,
-            group=ROOT_GROUP,
-            mode=ROOT_MODE,
-            mtime=now,
-            ctime=now,
-            backend=self.config.default_backend,
-        )
-        with contextlib.suppress(AlreadyExists):  # another worker seeded it first
-            await self.metadata.create(root)
-
-    # -- helpers ------------------------------------------------------------------
-    def _backend(self, name: str) -> BlobBackendPort:
-        try:
-            return self.backends[name]
-        except KeyError:
-            raise BackendUnavailable(
-                message=f"storage backend {name!r} is not configured"
-            ) from None
-
-    async def _lineage(self, identity: Identity, path: FsPath, *, creating: bool) -> _Lineage:
-        """Fetch ``path`` and its ancestors; require ``x`` on each existing ancestor.
-
-        A missing ancestor is NotFound unless ``creating``; an ancestor that is a
-        file is NotFound for reads and NotADirectory for creates.
-        """
-        wanted = list(path.iter_lineage())
-        found = await self.metadata.get_many(wanted)
-        ancestors: list[Inode] = []
-        for ancestor_path in wanted[:-1]:
-            inode = found.get(ancestor_path)
-            if inode is None:
-                if creating:
-                    return _Lineage(ancestors, None, complete=False)
-                raise NotFound(path)
-            if not inode.is_dir:
-                if creating:
-                    raise NotADirectory(path, "a parent of the path is a file")
-                raise NotFound(path)
-            if not perms.allowed(identity, inode, perms.Access.X):
-                raise _denied("search (x) permission is required", ancestor_path)
-            ancestors.append(inode)
-        return _Lineage(ancestors, found.get(path), complete=True)
-
-    async def _existing(self, identity: Identity, path: FsPath) -> _Lineage:
-        lineage = await self._lineage(identity, path, creating=False)
-        if lineage.target is None:
-            raise NotFound(path)
-        return lineage
-
-    def _require(self, identity: Identity, inode: Inode, access: perms.Access, what: str) -> None:
-        if not perms.allowed(identity, inode, access):
-            raise _denied(what, inode.path)
-
-    async def _open(self, inode: Inode, byte_range: ByteRange | None) -> BlobReader:
-        backend = self._backend(inode.backend)
-        try:
-            return await backend.open(inode.path, byte_range)
-        except NotFound:
-            log.error("inconsistency: metadata present but bytes missing for %s", inode.path)
-            raise
-        except IsADirectory:
-            log.error("inconsistency: file metadata but a directory in storage at %s", inode.path)
-            raise NotFound(inode.path) from None
-
-    def _new_attributes(
-        self, identity: Identity, parent: Inode, kind: Kind, mode: int | None
-    ) -> tuple[str, int]:
-        """Group and mode of a new entry (api.md §3.3)."""
-        setgid = bool(parent.mode & perms.SETGID)
-        group = parent.group if setgid else identity.user
-        default = DEFAULT_DIR_MODE if kind is Kind.DIRECTORY else DEFAULT_FILE_MODE
-        result = default if mode is None else mode
-        if setgid and kind is Kind.DIRECTORY:
-            result |= perms.SETGID
-        return group, result
-
-    async def _ensure_parents(
-        self, identity: Identity, path: FsPath, backend: BlobBackendPort
-    ) -> Inode:
-        """Create the missing ancestors of ``path`` (owned by the caller); return its parent."""
-        parent: Inode | None = None
-        for ancestor_path in path.ancestors():
-            existing = await self.metadata.get(ancestor_path)
-            if existing is None:
-                assert parent is not None  # the root always exists
-                existing = await self._create_directory_entry(
-                    identity, ancestor_path, parent, None, backend
-                )
-            if not existing.is_dir:
-                raise NotADirectory(path, "a parent of the path is a file")
-            parent = existing
-        assert parent is not None
-        return parent
-
-    async def _create_directory_entry(
-        self,
-        identity: Identity,
-        path: FsPath,
-        parent: Inode,
-        mode: int | None,
-        backend: BlobBackendPort,
-    ) -> Inode:
-        group, final_mode = self._new_attributes(identity, parent, Kind.DIRECTORY, mode)
-        now = self.clock.now()
-        inode = Inode(
-            path=path,
-            kind=Kind.DIRECTORY,
-            owner=identity.user,
-            group=group,
-            mode=final_mode,
-            mtime=now,
-            ctime=now,
-            backend=backend.name,
-            instance_id=self.config.instance_id if backend.name == "localfs" else None,
-        )
-        await backend.make_directory(path)
-        try:
-            return await self.metadata.create(inode)
-        except AlreadyExists:
-            existing = await self.metadata.get(path)
-            if existing is None:
-                raise
-            return existing
 
     # -- reads --------------------------------------------------------------------
     async def stat(self, identity: Identity, path: FsPath) -> Inode:
@@ -370,21 +127,6 @@ class Engine:
             byte_range = resolve_range(options.range_header, options.if_range, inode)
             reader = await self._open(inode, byte_range)
         return ReadResult(inode, reader=reader, byte_range=byte_range)
-
-    def _commit_lock(self, *paths: FsPath) -> AbstractAsyncContextManager[None]:
-        """The short lock between a commit and the readers of the same bytes.
-
-        A commit replaces the bytes and then the metadata under it; a reader
-        takes it while it reads the metadata and opens the bytes, so it never
-        pairs old metadata (size, ETag) with new bytes. Only the open is
-        covered: the transfer runs on the opened handle (an atomic rename
-        leaves it on the old content). It is a lock of this instance, not of
-        the writers' lock service: the bytes of a local file are committed by
-        the instance that holds them, and reads keep working when a shared
-        lock service is down.
-        """
-        names = [f"commit:{p}" for p in paths]
-        return self.commit_locks.hold(*names, timeout=self.config.file_op_timeout)
 
     async def list(
         self,
@@ -686,16 +428,6 @@ class Engine:
                 raise
         return WriteResult(created, created=True)
 
-    async def _discard_bytes(self, inode: Inode) -> None:
-        try:
-            backend = self._backend(inode.backend)
-            if inode.is_dir:
-                await backend.remove_directory(inode.path)
-            else:
-                await backend.delete(inode.path)
-        except Exception:  # the metadata is gone already: log, never fail the request
-            log.exception("could not remove the stored bytes of %s", inode.path)
-
     async def delete(
         self,
         identity: Identity,
@@ -736,13 +468,6 @@ class Engine:
             await self._discard_bytes(inode)
         return target
 
-    def _check_delete(self, identity: Identity, parent: Inode, target: Inode) -> None:
-        self._require(
-            identity, parent, perms.Access.WX, "write and search (wx) permission is required"
-        )
-        if not perms.sticky_allows(identity, parent, target):
-            raise _denied("only the owner may delete this entry (sticky directory)", target.path)
-
     async def _check_subtree_delete(self, identity: Identity, top: Inode) -> None:
         if identity.admin:
             return
@@ -759,204 +484,6 @@ class Engine:
             parent = directories[inode.path.parent]
             if not perms.sticky_allows(identity, parent, inode):
                 raise _denied("only the owner may delete this entry (sticky directory)", inode.path)
-
-    # -- rename, move, attributes (PATCH) ------------------------------------------
-    async def patch(
-        self,
-        identity: Identity,
-        path: FsPath,
-        request: PatchRequest,
-        *,
-        preconditions: Preconditions = Preconditions(),
-    ) -> Inode:
-        """Rename, move or relocate an entry and/or change its mode, group or owner.
-
-        A move keeps owner, group, mode, mtime, sha256 and content type; a
-        directory moves with its subtree in one metadata transaction. Bytes
-        move first; if the metadata cannot follow, the byte move is undone.
-
-        Returns:
-            The entry at its final path.
-
-        Raises:
-            InvalidRequest, InvalidPath, NotFound, PermissionDenied,
-            PreconditionFailed, NotADirectory, AlreadyExists, IsADirectory,
-            DirectoryNotEmpty, LockTimeout.
-        """
-        directory = Directory(
-            users=self.config.users,
-            groups=self.config.groups,
-            backends=frozenset(self.backends),
-            instances=self.config.peers | {self.config.instance_id},
-        )
-        plan = plan_patch(path, request, directory)
-        lineage = await self._existing(identity, path)
-        source = lineage.target
-        assert source is not None
-        if plan.moves:
-            self._check_delete(identity, lineage.deepest, source)
-        self._check_attribute_change(identity, source, plan)
-        evaluate_preconditions(preconditions, path, source, safe_method=False)
-        if not plan.moves:
-            return await self._change_attributes(identity, source, plan, preconditions)
-        return await self._move(identity, source, plan, preconditions)
-
-    def _check_attribute_change(self, identity: Identity, inode: Inode, plan: PatchPlan) -> None:
-        if plan.mode is not None and not perms.may_change_mode(identity, inode):
-            raise _denied("only the owner may change the mode", inode.path)
-        if plan.group is not None and not perms.may_change_group(identity, inode, plan.group):
-            raise _denied(
-                "only the owner, as a member of the group, may change the group", inode.path
-            )
-        if plan.owner is not None and not perms.may_change_owner(identity):
-            raise _denied("only an administrator may change the owner", inode.path)
-
-    def _lock_name(self, inode: Inode) -> str:
-        return f"{'dir' if inode.is_dir else 'file'}:{inode.path}"
-
-    async def _change_attributes(
-        self, identity: Identity, source: Inode, plan: PatchPlan, preconditions: Preconditions
-    ) -> Inode:
-        async with self.locks.hold(self._lock_name(source), timeout=self.config.file_op_timeout):
-            current = await self.metadata.get(source.path)
-            if current is None:
-                raise NotFound(source.path)
-            evaluate_preconditions(preconditions, source.path, current, safe_method=False)
-            changed = self._changes(plan).apply(current)
-            return await self.metadata.update(changed, expected_version=current.version)
-
-    def _changes(self, plan: PatchPlan) -> EntryChanges:
-        if not plan.changes_attributes:
-            return EntryChanges()
-        return EntryChanges(
-            mode=plan.mode, group=plan.group, owner=plan.owner, ctime=self.clock.now()
-        )
-
-    async def _move(
-        self, identity: Identity, source: Inode, plan: PatchPlan, preconditions: Preconditions
-    ) -> Inode:
-        destination = plan.destination
-        assert destination is not None
-        backend_name = plan.backend or source.backend
-        if plan.instance not in (None, self.config.instance_id):
-            raise PeerUnavailable(
-                message=f'moving entries to instance "{plan.instance}" is not supported yet'
-            )
-        relocating = backend_name != source.backend
-        if destination == source.path and not relocating:
-            raise InvalidRequest("destination is the same as the source")
-        replaced = None
-        if destination != source.path:
-            replaced = await self._check_destination(identity, source, destination, plan)
-        if source.is_dir and relocating:
-            raise InvalidRequest(
-                "moving a directory across backends or instances is not supported; move its "
-                "files individually or keep it on the same backend/instance"
-            )
-        names = {self._lock_name(source), f"{'dir' if source.is_dir else 'file'}:{destination}"}
-        async with (
-            self.locks.hold(*names, timeout=self.config.file_op_timeout),
-            self._commit_lock(source.path, destination),
-        ):
-            current = await self.metadata.get(source.path)
-            if current is None:
-                raise NotFound(source.path)
-            evaluate_preconditions(preconditions, source.path, current, safe_method=False)
-            if destination != source.path:
-                now_there = await self.metadata.get(destination)
-                if (now_there is None) != (replaced is None):
-                    # The destination changed while we were not holding the locks.
-                    replaced = await self._check_destination(identity, current, destination, plan)
-            target_backend = self._backend(backend_name)
-            if plan.create_parents:
-                await self._ensure_parents(identity, destination, target_backend)
-            with anyio.CancelScope(shield=True):
-                moved = await self._relocate(
-                    current, destination, target_backend, replaced, self._changes(plan)
-                )
-                if replaced is not None and replaced.backend != target_backend.name:
-                    await self._discard_bytes(replaced)
-        return moved
-
-    async def _check_destination(
-        self, identity: Identity, source: Inode, destination: FsPath, plan: PatchPlan
-    ) -> Inode | None:
-        """Check the destination side of a move; return the entry it would replace."""
-        lineage = await self._lineage(identity, destination, creating=True)
-        if not lineage.complete and not plan.create_parents:
-            raise InvalidRequest(f'destination parent "{destination.parent}" does not exist')
-        self._require(
-            identity,
-            lineage.deepest,
-            perms.Access.WX,
-            "write and search (wx) permission is required",
-        )
-        existing = lineage.target
-        if existing is None:
-            return None
-        if not plan.overwrite:
-            raise AlreadyExists(destination, "the destination exists")
-        if source.is_file and existing.is_dir:
-            raise IsADirectory(destination, "the destination is a directory")
-        if source.is_dir and existing.is_file:
-            raise NotADirectory(destination, "the destination is a file")
-        if existing.is_dir and await self.metadata.list_children(destination, limit=1):
-            raise DirectoryNotEmpty(destination)
-        if not perms.sticky_allows(identity, lineage.deepest, existing):
-            raise _denied("only the owner may replace this entry (sticky directory)", destination)
-        return existing
-
-    async def _relocate(
-        self,
-        source: Inode,
-        destination: FsPath,
-        target: BlobBackendPort,
-        replaced: Inode | None,
-        changes: EntryChanges,
-    ) -> Inode:
-        """Move the bytes, then the metadata (path, location and attribute changes in
-        one transaction); undo the byte move if the metadata fails."""
-        origin = self._backend(source.backend)
-        replace = replaced is not None
-        if target.name == origin.name:
-            await origin.move(source.path, destination)
-            try:
-                await self.metadata.rename(
-                    source.path, destination, replace=replace, changes=changes
-                )
-            except BaseException:
-                await origin.move(destination, source.path)
-                raise
-            moved = await self.metadata.get(destination)
-            assert moved is not None
-            return moved
-        # Another backend: copy the file, switch the metadata, then drop the old bytes.
-        reader = await self._open(source, None)
-        try:
-            staged = await target.stage(destination, reader)
-        finally:
-            await reader.aclose()
-        try:
-            await staged.commit()
-        except BaseException:
-            await staged.abort()
-            raise
-        instance = self.config.instance_id if target.name == "localfs" else None
-        changes = attrs.evolve(changes, location=(target.name, instance))
-        try:
-            if destination != source.path:
-                await self.metadata.rename(
-                    source.path, destination, replace=replace, changes=changes
-                )
-            else:
-                await self.metadata.update(changes.apply(source), expected_version=source.version)
-        except BaseException:
-            await target.delete(destination)
-            raise
-        await self._discard_bytes(source)
-        moved = await self.metadata.get(destination)
-        assert moved is not None
-        return moved
 
     # -- links --------------------------------------------------------------------
     async def generate_link(

@@ -25,6 +25,11 @@ FORBIDDEN = [
 CORE_MODULES = [
     "callfs_core",
     "callfs_core.engine",
+    "callfs_core.engine_base",
+    "callfs_core.moves",
+    "callfs_core.patching",
+    "callfs_core.ratelimit",
+    "callfs_core.testing",
     "callfs_core.paths",
     "callfs_core.model",
     "callfs_core.errors",
