@@ -140,19 +140,8 @@ def _denied(what: str, path: FsPath) -> PermissionDenied:
 
 
 class EngineBase:
-    """The state and shared steps of the use cases (see :class:`~callfs_core.engine.Engine`).
-
-    Args:
-        metadata: the metadata store (source of truth for the tree).
-        backends: blob backends by name (``localfs``, ``s3``, ...).
-        locks: the lock manager serialising writers.
-        signer: signs and verifies link tokens.
-        clock: the time source.
-        ids: the id generator.
-        config: the engine settings.
-        commit_locks: locks of this instance that order commits and reads of
-            the same bytes (default: ``locks``).
-    """
+    """The state and shared steps of the use cases; the constructor's arguments are
+    documented on :class:`~callfs_core.engine.Engine`."""
 
     def __init__(
         self,
