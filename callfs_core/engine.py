@@ -362,13 +362,14 @@ class Engine(MoveOperations):
         mode: int | None,
         content_type: str | None,
     ) -> WriteResult:
-        now = self.clock.now()
         stored_type = choose_content_type(content_type, path.name)
         if current is not None:
             with anyio.CancelScope(shield=True):
                 # Bytes and metadata change together, even if the client goes away now.
-                return await self._commit_replacement(backend, staged, current, now, stored_type)
-        return await self._commit_new(identity, path, backend, staged, mode, stored_type, now)
+                return await self._commit_replacement(
+                    backend, staged, current, self.clock.now(), stored_type
+                )
+        return await self._commit_new(identity, path, backend, staged, mode, stored_type)
 
     async def _commit_replacement(
         self,
@@ -401,23 +402,18 @@ class Engine(MoveOperations):
         staged: StagedBlob,
         mode: int | None,
         stored_type: str,
-        now: datetime,
     ) -> WriteResult:
         parent = await self._ensure_parents(identity, path, backend)
-        group, final_mode = self._new_attributes(identity, parent, Kind.FILE, mode)
-        inode = Inode(
-            path=path,
-            kind=Kind.FILE,
-            owner=identity.user,
-            group=group,
-            mode=final_mode,
-            mtime=now,
-            ctime=now,
+        inode = self._new_inode(
+            identity,
+            path,
+            parent,
+            Kind.FILE,
+            mode,
+            backend.name,
             size=staged.info.size,
             content_type=stored_type,
             sha256=staged.info.sha256,
-            backend=backend.name,
-            instance_id=self.config.instance_id if backend.name == "localfs" else None,
         )
         with anyio.CancelScope(shield=True):
             await staged.commit()

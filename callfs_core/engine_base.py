@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
+from typing import Any
 
 import attrs
 
@@ -241,6 +242,37 @@ class EngineBase:
             log.error("inconsistency: file metadata but a directory in storage at %s", inode.path)
             raise NotFound(inode.path) from None
 
+    def _instance_for(self, backend: str) -> str | None:
+        """The owning instance of an entry stored on ``backend`` (api.md §1.10):
+        this one for local disks, none for shared storage."""
+        return self.config.instance_id if backend == "localfs" else None
+
+    def _new_inode(
+        self,
+        identity: Identity,
+        path: FsPath,
+        parent: Inode,
+        kind: Kind,
+        mode: int | None,
+        backend: str,
+        **content: Any,
+    ) -> Inode:
+        """A new entry owned by the caller (api.md §3.3); ``content``: size, sha256, type."""
+        group, final_mode = self._new_attributes(identity, parent, kind, mode)
+        now = self.clock.now()
+        return Inode(
+            path=path,
+            kind=kind,
+            owner=identity.user,
+            group=group,
+            mode=final_mode,
+            mtime=now,
+            ctime=now,
+            backend=backend,
+            instance_id=self._instance_for(backend),
+            **content,
+        )
+
     def _new_attributes(
         self, identity: Identity, parent: Inode, kind: Kind, mode: int | None
     ) -> tuple[str, int]:
@@ -257,9 +289,11 @@ class EngineBase:
         self, identity: Identity, path: FsPath, backend: BlobBackendPort
     ) -> Inode:
         """Create the missing ancestors of ``path`` (owned by the caller); return its parent."""
+        ancestors = path.ancestors()
+        found = await self.metadata.get_many(ancestors)  # one round trip, however deep
         parent: Inode | None = None
-        for ancestor_path in path.ancestors():
-            existing = await self.metadata.get(ancestor_path)
+        for ancestor_path in ancestors:
+            existing = found.get(ancestor_path)
             if existing is None:
                 assert parent is not None  # the root always exists
                 existing = await self._create_directory_entry(
@@ -279,19 +313,7 @@ class EngineBase:
         mode: int | None,
         backend: BlobBackendPort,
     ) -> Inode:
-        group, final_mode = self._new_attributes(identity, parent, Kind.DIRECTORY, mode)
-        now = self.clock.now()
-        inode = Inode(
-            path=path,
-            kind=Kind.DIRECTORY,
-            owner=identity.user,
-            group=group,
-            mode=final_mode,
-            mtime=now,
-            ctime=now,
-            backend=backend.name,
-            instance_id=self.config.instance_id if backend.name == "localfs" else None,
-        )
+        inode = self._new_inode(identity, path, parent, Kind.DIRECTORY, mode, backend.name)
         await backend.make_directory(path)
         try:
             return await self.metadata.create(inode)

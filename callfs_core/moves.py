@@ -213,8 +213,7 @@ class MoveOperations(EngineBase):
         except BaseException:
             await staged.abort()
             raise
-        instance = self.config.instance_id if target.name == "localfs" else None
-        changes = attrs.evolve(changes, location=(target.name, instance))
+        changes = attrs.evolve(changes, location=(target.name, self._instance_for(target.name)))
         try:
             if destination != source.path:
                 await self.metadata.rename(
