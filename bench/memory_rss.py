@@ -31,11 +31,13 @@ import httpx
 
 # The server start-up is shared with the integration tests: tests/integration/serverproc.py
 # (which, unlike their conftest.py, imports neither pytest nor the OpenAPI checker).
-INTEGRATION_TESTS = Path(__file__).resolve().parents[1] / "tests" / "integration"
-if str(INTEGRATION_TESTS) not in sys.path:
-    sys.path.insert(0, str(INTEGRATION_TESTS))
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+for folder in (TESTS / "integration", TESTS / "support"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
-from serverproc import ServerProcess, free_port  # noqa: E402
+from procutil import free_port  # noqa: E402
+from serverproc import ServerProcess  # noqa: E402
 
 MIB = 1024 * 1024
 CHUNK = MIB

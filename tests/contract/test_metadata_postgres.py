@@ -15,6 +15,7 @@ import anyio.to_thread
 import pg_service
 import psycopg
 import pytest
+from procutil import free_port
 
 from callfs_adapters import postgres_metadata
 from callfs_adapters.postgres_metadata import PostgresMetadataStore, migrate
@@ -365,7 +366,7 @@ async def test_exhausted_pool_is_backend_unavailable(dsn: str) -> None:
 
 async def test_errors_never_show_the_dsn_or_password() -> None:
     secret = "s3cr3t-pa55word"
-    port = pg_service._free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     dsn = f"postgresql://callfs:{secret}@127.0.0.1:{port}/callfs?application_name=x"
     store = PostgresMetadataStore(dsn, pool_timeout=0.5)
     assert secret not in repr(store)

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import httpx
 import openapi_check
 import pytest
-from serverproc import ServerProcess, free_port
-from serverproc import die_with_parent as _die_with_parent
+from procutil import dies_with_parent, free_port
+from serverproc import ServerProcess
 
 from callfs_cli.quickstart import _new_certificate
 
@@ -25,8 +25,8 @@ __all__ = [
     "POSITIONAL_KEY",
     "STACK",
     "Server",
-    "_die_with_parent",
     "base_config",
+    "dies_with_parent",
     "free_port",
     "merge",
     "write_certificate",

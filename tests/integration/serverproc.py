@@ -7,11 +7,9 @@ standalone script) shares this start-up with ``conftest.Server``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,19 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: a killed test run or benchmark leaves no server behind.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
+from procutil import dies_with_parent
 
 
 @dataclass
@@ -67,7 +53,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # stop() can kill the workers with their supervisor
-                preexec_fn=die_with_parent,
+                preexec_fn=dies_with_parent(signal.SIGTERM),
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

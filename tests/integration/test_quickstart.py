@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
-from conftest import _die_with_parent, free_port
+from conftest import dies_with_parent, free_port
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -72,7 +72,7 @@ class Quickstart:
                 env=self.env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=dies_with_parent(),
                 start_new_session=True,  # its own process group, as in a terminal
             )
         deadline = time.monotonic() + timeout

@@ -13,12 +13,10 @@ Start servers from the main thread: the parent-death signal fires when the
 from __future__ import annotations
 
 import atexit
-import ctypes
 import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 import psycopg
+from procutil import dies_with_parent, free_port
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -56,18 +55,6 @@ _STOP_TIMEOUT: Final = 15.0
 
 class PostgresServiceError(RuntimeError):
     """No PostgreSQL could be had for the tests; the message says how to provide one."""
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT)  # SIGQUIT: immediate shutdown
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _package_dir() -> Path:
@@ -185,7 +172,7 @@ class ThrowawayPostgres:
             self._prepare()
         assert self._folder is not None and self._bin is not None
         if not self.port:
-            self.port = _free_port()
+            self.port = free_port()
         log_path = self._folder / "postgres.log"
         with open(log_path, "ab") as log:
             self._process = subprocess.Popen(
@@ -212,7 +199,7 @@ class ThrowawayPostgres:
                 stdout=log,
                 stderr=log,
                 cwd=self._folder,
-                preexec_fn=_die_with_parent,
+                preexec_fn=dies_with_parent(signal.SIGQUIT),  # immediate shutdown
                 **self._as_server_user(),  # type: ignore[call-overload]
             )
         deadline = time.monotonic() + _START_TIMEOUT

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import importlib.util
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -26,6 +24,7 @@ import time
 from pathlib import Path
 
 import redis
+from procutil import dies_with_parent, free_port
 
 __all__ = [
     "ENV_VAR",
@@ -67,24 +66,13 @@ def _binary() -> str:
     raise RedisUnavailable(f"no Redis for the tests: {HOW_TO_PROVIDE}")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
 class RedisServer:
     """A throwaway ``valkey-server`` on 127.0.0.1; :meth:`stop` and :meth:`start` again
     (same port) to simulate an outage."""
 
     def __init__(self, password: str | None = None) -> None:
         self.password = password
-        self.port = _free_port()
+        self.port = free_port()
         self._folder = tempfile.mkdtemp(prefix="callfs-redis-")
         self._process: subprocess.Popen[bytes] | None = None
         atexit.register(self.close)
@@ -128,7 +116,7 @@ class RedisServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if on_main_thread else None,
+                preexec_fn=dies_with_parent(signal.SIGKILL) if on_main_thread else None,
             )
         self._wait_until_ready()
 
