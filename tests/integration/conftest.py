@@ -14,6 +14,7 @@ import openapi_check
 import pytest
 from procutil import dies_with_parent, free_port
 from serverproc import ServerProcess
+from storage import Storage, storage_for
 
 from callfs_cli.quickstart import _new_certificate
 
@@ -24,11 +25,13 @@ __all__ = [
     "LINK_SECRET",
     "POSITIONAL_KEY",
     "STACK",
+    "STACKS",
     "Server",
     "base_config",
     "dies_with_parent",
     "free_port",
     "merge",
+    "s3_backend_config",
     "write_certificate",
 ]
 
@@ -51,10 +54,13 @@ def write_certificate(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-# Which stores the servers under test use: "embedded" (SQLite, local locks) or
+# Which stores the servers under test use: "embedded" (SQLite, local locks),
 # "postgres-redis" (a fresh PostgreSQL database per server and Redis locks, from
-# CALLFS_TEST_POSTGRES_DSN / CALLFS_TEST_REDIS_URL or throwaway servers).
+# CALLFS_TEST_POSTGRES_DSN / CALLFS_TEST_REDIS_URL or throwaway servers) or "s3"
+# (embedded, but new files go to a fresh bucket per server on the S3 server of
+# CALLFS_TEST_S3_ENDPOINT or a throwaway SeaweedFS; localfs stays configured).
 STACK = os.environ.get("CALLFS_TEST_STACK", "embedded")
+STACKS = ("embedded", "postgres-redis", "s3")
 
 
 def stack_config() -> dict[str, Any]:
@@ -73,7 +79,25 @@ def stack_config() -> dict[str, Any]:
                 "redis_password": redis.password or "",
             },
         }
-    raise ValueError(f"CALLFS_TEST_STACK={STACK!r}: use 'embedded' or 'postgres-redis'")
+    if STACK == "s3":
+        return {"backend": s3_backend_config()}
+    raise ValueError(f"CALLFS_TEST_STACK={STACK!r}: use one of {', '.join(STACKS)}")
+
+
+def s3_backend_config(prefix: str = "callfs/") -> dict[str, Any]:
+    """``backend`` settings for S3 as the default backend, in a fresh bucket."""
+    import s3_service
+
+    service = s3_service.shared_service()
+    return {
+        "default_backend": "s3",
+        "s3_bucket_name": service.new_bucket(),
+        "s3_prefix": prefix,
+        "s3_endpoint": service.endpoint,
+        "s3_region": service.region,
+        "s3_access_key": service.access_key,
+        "s3_secret_key": service.secret_key,
+    }
 
 
 def base_config(folder: Path) -> dict[str, Any]:
@@ -128,6 +152,11 @@ class Server(ServerProcess):
         return Path(
             self.config.get("backend", {}).get("localfs_root_path") or self.data_dir / "files"
         )
+
+    @property
+    def storage(self) -> Storage:
+        """What the default backend really holds (files on disk or objects in a bucket)."""
+        return storage_for(self.config, self.files_root)
 
     def client(self, user: str | None = "alice", **kwargs: Any) -> httpx.Client:
         """An httpx client; ``user`` picks the API key (None: no key).

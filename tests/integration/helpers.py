@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,3 +157,28 @@ def mkdir(client: httpx.Client, path: str, mode: str | None = None) -> httpx.Res
     resp = client.post(f"/v1/files/{path.rstrip('/')}/", headers=headers)
     assert resp.status_code == 201, resp.text
     return resp
+
+
+def run_concurrently(count: int, action: Callable[[int], Any]) -> list[Any]:
+    """Run ``action(0..count-1)`` in threads released together; their results in order.
+
+    Fails the test when any action raised."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def worker(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[index] = action(index)
+        except BaseException as exc:  # reported by the caller
+            results[index] = exc
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert not errors, errors
+    return results

@@ -8,36 +8,34 @@ import json
 import os
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 from conftest import KEYS, Server
-from helpers import put
+from helpers import put, run_concurrently
+from storage import Storage
 
-TEMP_PATTERN = ".callfs-tmp-*"
+# More than one S3 part (8 MiB): an upload this far along has reached the
+# backend's staging area on every backend (a temporary file, a multipart upload).
+IN_PROGRESS = 9_000_000
 
 
-def temp_files(root: Path) -> list[Path]:
-    return sorted(root.rglob(TEMP_PATTERN))
-
-
-def wait_no_temp_files(root: Path, timeout: float = 5.0) -> None:
+def wait_no_temp_files(storage: Storage, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while temp_files(root) and time.monotonic() < deadline:
+    while storage.leftovers() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert temp_files(root) == []
+    assert storage.leftovers() == []
 
 
-def wait_temp_file(root: Path, timeout: float = 5.0) -> None:
-    """The upload is really in progress: its temporary file (§1.10) exists."""
+def wait_temp_file(storage: Storage, timeout: float = 10.0) -> None:
+    """The upload is really in progress: its staging data (a temporary file, a
+    multipart upload) exists."""
     deadline = time.monotonic() + timeout
-    while not temp_files(root) and time.monotonic() < deadline:
+    while not storage.leftovers() and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert temp_files(root), "no temporary file appeared during the upload"
+    assert storage.leftovers(), "no staging data appeared during the upload"
 
 
 def raw_connection(srv: Server) -> socket.socket:
@@ -86,22 +84,22 @@ def test_disconnect_mid_upload_keeps_old_content(
                 server,
                 "PUT",
                 f"/v1/files/{unique}/file.bin",
-                {"Content-Length": "10000000", "Content-Type": "text/x-new"},
+                {"Content-Length": "20000000", "Content-Type": "text/x-new"},
             )
         )
-        conn.sendall(b"N" * 2_000_000)
-        wait_temp_file(server.files_root)
+        conn.sendall(b"N" * IN_PROGRESS)
+        wait_temp_file(server.storage)
         # While the body is still arriving, readers see the old content only.
         assert_content(alice, f"{unique}/file.bin", old)
-    # Closed with 8 MB still missing.
+    # Closed with 11 MB still missing.
 
-    wait_no_temp_files(server.files_root)
+    wait_no_temp_files(server.storage)
     assert_content(alice, f"{unique}/file.bin", old)
     after = alice.head(f"/v1/files/{unique}/file.bin").headers
     for name in ("x-callfs-mtime", "content-type", "last-modified", "x-callfs-size"):
         assert after[name] == before[name], name
-    # The file on disk is the old one too.
-    assert (server.files_root / unique / "file.bin").read_bytes() == old
+    # The stored file is the old one too.
+    assert server.storage.read(f"{unique}/file.bin") == old
 
 
 def test_disconnect_mid_upload_of_new_file_leaves_nothing(
@@ -111,15 +109,15 @@ def test_disconnect_mid_upload_of_new_file_leaves_nothing(
     with raw_connection(server) as conn:
         conn.sendall(
             request_head(
-                server, "PUT", f"/v1/files/{unique}/new.bin", {"Content-Length": "10000000"}
+                server, "PUT", f"/v1/files/{unique}/new.bin", {"Content-Length": "20000000"}
             )
         )
-        conn.sendall(b"N" * 1_000_000)
-        wait_temp_file(server.files_root)
+        conn.sendall(b"N" * IN_PROGRESS)
+        wait_temp_file(server.storage)
         assert_content(alice, f"{unique}/new.bin", None)
-    wait_no_temp_files(server.files_root)
+    wait_no_temp_files(server.storage)
     assert_content(alice, f"{unique}/new.bin", None)
-    assert not (server.files_root / unique / "new.bin").exists()
+    assert server.storage.absent(f"{unique}/new.bin")
     names = [i["name"] for i in alice.get(f"/v1/directories/{unique}").json()["items"]]
     assert names == ["other.txt"]
 
@@ -141,7 +139,7 @@ def test_disconnect_mid_chunked_upload_keeps_old_content(
         time.sleep(0.2)
         assert_content(alice, f"{unique}/c.bin", old)
         # No terminating zero-length chunk: the body never completes.
-    wait_no_temp_files(server.files_root)
+    wait_no_temp_files(server.storage)
     assert_content(alice, f"{unique}/c.bin", old)
 
 
@@ -154,7 +152,7 @@ def test_disconnect_with_post_creates_nothing(
         )
         conn.sendall(b"P" * 500_000)
         time.sleep(0.2)
-    wait_no_temp_files(server.files_root)
+    wait_no_temp_files(server.storage)
     assert_content(alice, f"{unique}/p.bin", None)
     # And the path is free for a real POST afterwards.
     created = alice.post(f"/v1/files/{unique}/p.bin", content=b"real")
@@ -199,7 +197,7 @@ def test_chunked_body_over_limit_is_rejected(make_server: Any) -> None:
         # Chunked (no Content-Length): rejected when the limit is crossed.
         response = client.put("/v1/files/lim/f.bin", content=_chunks(4 * LIMIT))
         _assert_too_large(response)
-        wait_no_temp_files(srv.files_root)
+        wait_no_temp_files(srv.storage)
         assert_content(client, "lim/f.bin", old)
 
         # One byte over, chunked, for a new file: nothing is created.
@@ -207,7 +205,7 @@ def test_chunked_body_over_limit_is_rejected(make_server: Any) -> None:
         _assert_too_large(response)
         response = client.post("/v1/files/lim/new2.bin", content=_chunks(LIMIT + 1))
         _assert_too_large(response)
-        wait_no_temp_files(srv.files_root)
+        wait_no_temp_files(srv.storage)
         assert_content(client, "lim/new.bin", None)
         assert_content(client, "lim/new2.bin", None)
 
@@ -246,34 +244,12 @@ def test_content_length_over_limit_is_rejected_at_once(make_server: Any) -> None
                 break
             reply += data
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
-    wait_no_temp_files(srv.files_root)
+    wait_no_temp_files(srv.storage)
     with srv.client("alice") as client:
         assert_content(client, "lim/f.bin", old)
 
 
 # --------------------------------------------------------------------------- concurrent writers
-
-
-def _run_concurrently(count: int, action: Callable[[int], Any]) -> list[Any]:
-    barrier = threading.Barrier(count)
-    results: list[Any] = [None] * count
-
-    def worker(index: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = action(index)
-        except BaseException as exc:  # reported by the caller
-            results[index] = exc
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads)
-    errors = [r for r in results if isinstance(r, BaseException)]
-    assert not errors, errors
-    return results
 
 
 def test_concurrent_puts_to_one_path(server: Server, alice: httpx.Client, unique: str) -> None:
@@ -292,7 +268,7 @@ def test_concurrent_puts_to_one_path(server: Server, alice: httpx.Client, unique
             response = clients[index].put(f"/v1/files/{path}", content=uploads[index])
             return response.status_code, response.headers.get("x-callfs-sha256", ""), response.text
 
-        results = _run_concurrently(count, upload)
+        results = run_concurrently(count, upload)
     finally:
         for client in clients:
             client.close()
@@ -313,13 +289,13 @@ def test_concurrent_puts_to_one_path(server: Server, alice: httpx.Client, unique
     assert final.headers["x-callfs-size"] == str(len(content))
     assert final.headers["content-length"] == str(len(content))
     assert final.headers["etag"] == f'"{digest}"'
-    # Metadata and disk agree.
-    assert (server.files_root / unique / "contended.bin").read_bytes() == content
+    # Metadata and storage agree.
+    assert server.storage.read(f"{unique}/contended.bin") == content
     listing = alice.get(f"/v1/directories/{unique}").json()
     assert [(i["name"], i["size"], i["sha256"]) for i in listing["items"]] == [
         ("contended.bin", len(content), digest)
     ]
-    wait_no_temp_files(server.files_root)
+    wait_no_temp_files(server.storage)
 
 
 def test_concurrent_posts_of_one_new_file(server: Server, alice: httpx.Client, unique: str) -> None:
@@ -335,7 +311,7 @@ def test_concurrent_posts_of_one_new_file(server: Server, alice: httpx.Client, u
             response = clients[index].post(f"/v1/files/{path}", content=uploads[index])
             return response.status_code, response.headers.get("x-callfs-sha256", ""), response.text
 
-        results = _run_concurrently(count, create)
+        results = run_concurrently(count, create)
     finally:
         for client in clients:
             client.close()
@@ -351,8 +327,8 @@ def test_concurrent_posts_of_one_new_file(server: Server, alice: httpx.Client, u
                 "message": "file already exists, use PUT to update",
             }
     assert_content(alice, path, uploads[winner])
-    assert (server.files_root / unique / "created-once.txt").read_bytes() == uploads[winner]
-    wait_no_temp_files(server.files_root)
+    assert server.storage.read(f"{unique}/created-once.txt") == uploads[winner]
+    wait_no_temp_files(server.storage)
 
 
 def test_concurrent_posts_of_one_new_directory(
@@ -361,7 +337,7 @@ def test_concurrent_posts_of_one_new_directory(
     count = 10
     clients = [server.client("alice") for _ in range(count)]
     try:
-        results = _run_concurrently(
+        results = run_concurrently(
             count, lambda i: clients[i].post(f"/v1/files/{unique}/dir/").status_code
         )
     finally:

@@ -8,7 +8,6 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -45,10 +44,6 @@ def assert_recent(value: str) -> None:
     when = parse_mtime(value)
     now = datetime.now(UTC)
     assert now - timedelta(seconds=60) <= when <= now + timedelta(seconds=2), value
-
-
-def tmp_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.startswith(".callfs-tmp-")]
 
 
 # --------------------------------------------------------------------------- GET / HEAD of a file
@@ -309,7 +304,7 @@ def test_upload_stored_byte_for_byte(alice: httpx.Client, server: Any, unique: s
     got = alice.get(f"/v1/files/{unique}/raw.gz", headers={"Accept-Encoding": "identity"})
     assert got.content == data
     assert "content-encoding" not in got.headers
-    assert (server.files_root / unique / "raw.gz").read_bytes() == data
+    assert server.storage.read(f"{unique}/raw.gz") == data
 
 
 # --------------------------------------------------------------------------- POST
@@ -325,7 +320,7 @@ def test_post_file_created(alice: httpx.Client, server: Any, unique: str) -> Non
     get = alice.get(f"/v1/files/{unique}/new.txt")
     assert get.content == data
     assert_file_headers(get, data)
-    assert (server.files_root / unique / "new.txt").read_bytes() == data
+    assert server.storage.read(f"{unique}/new.txt") == data
 
 
 def test_post_directory_then_again(alice: httpx.Client, server: Any, unique: str) -> None:
@@ -338,7 +333,7 @@ def test_post_directory_then_again(alice: httpx.Client, server: Any, unique: str
     head = alice.head(f"/v1/files/{unique}/d")
     assert head.headers["x-callfs-type"] == "directory"
     assert head.headers["x-callfs-mode"] == "0755"
-    assert (server.files_root / unique / "d").is_dir()
+    assert server.storage.holds_directory(f"{unique}/d")
     # the directory is still empty: the body was ignored
     assert alice.get(f"/v1/files/{unique}/d").json() == []
 
@@ -386,7 +381,7 @@ def test_post_creates_missing_parents(alice: httpx.Client, server: Any, unique: 
         assert head.headers["x-callfs-mode"] == "0755"  # X-CallFS-Mode not for parents
         assert head.headers["x-callfs-owner"] == "alice"
     assert alice.head(f"/v1/files/{unique}/a/b/c/file.txt").headers["x-callfs-mode"] == "0600"
-    assert (server.files_root / unique / "a" / "b" / "c" / "file.txt").read_bytes() == b"deep"
+    assert server.storage.read(f"{unique}/a/b/c/file.txt") == b"deep"
 
 
 def test_post_directory_creates_missing_parents(alice: httpx.Client, unique: str) -> None:
@@ -490,7 +485,7 @@ def test_put_create_then_replace(alice: httpx.Client, server: Any, unique: str) 
     assert h["x-callfs-sha256"] == sha(v2)
     assert h["etag"] == f'"{sha(v2)}"'
     assert parse_mtime(h["x-callfs-mtime"]) >= parse_mtime(before["x-callfs-mtime"])
-    assert (server.files_root / unique / "f.txt").read_bytes() == v2
+    assert server.storage.read(f"{unique}/f.txt") == v2
 
 
 def test_put_creates_missing_parents(alice: httpx.Client, unique: str) -> None:
@@ -534,7 +529,7 @@ def test_delete_file(alice: httpx.Client, server: Any, unique: str) -> None:
     assert resp.status_code == 204
     assert resp.content == b""
     assert_error(alice.get(f"/v1/files/{unique}/f.txt"), 404, "FILE_NOT_FOUND")
-    assert not (server.files_root / unique / "f.txt").exists()
+    assert server.storage.absent(f"{unique}/f.txt")
     assert alice.get(f"/v1/files/{unique}").json() == []
 
 
@@ -578,15 +573,15 @@ def test_delete_non_empty_directory(alice: httpx.Client, server: Any, unique: st
     for gone in ("d", "d/a.txt", "d/sub", "d/sub/b.txt", "d/sub/empty"):
         assert_error(alice.get(f"/v1/files/{unique}/{gone}"), 404, "FILE_NOT_FOUND")
     assert alice.get(f"/v1/files/{unique}").json() == []
-    assert not (server.files_root / unique / "d").exists()
-    assert list((server.files_root / unique).iterdir()) == []
+    assert server.storage.absent(f"{unique}/d")
+    assert server.storage.children(unique) == []
 
 
 def test_delete_empty_directory(alice: httpx.Client, server: Any, unique: str) -> None:
     mkdir(alice, f"{unique}/d")
     assert alice.delete(f"/v1/files/{unique}/d/").status_code == 204
     assert_error(alice.get(f"/v1/files/{unique}/d"), 404, "FILE_NOT_FOUND")
-    assert not (server.files_root / unique / "d").exists()
+    assert server.storage.absent(f"{unique}/d")
 
 
 def test_recursive_delete_of_a_file(alice: httpx.Client, unique: str) -> None:
@@ -900,7 +895,7 @@ def test_digest_mismatch(
     resp = alice.post(f"/v1/files/{unique}/new.txt", content=b"payload", headers=headers)
     assert_error(resp, 400, "DIGEST_MISMATCH")
     assert_error(alice.get(f"/v1/files/{unique}/new.txt"), 404, "FILE_NOT_FOUND")
-    assert not (server.files_root / unique / "new.txt").exists()
+    assert server.storage.absent(f"{unique}/new.txt")
     # replace: nothing changes
     put(alice, f"{unique}/old.txt", b"old content", headers={"Content-Type": "text/csv"})
     before = alice.head(f"/v1/files/{unique}/old.txt").headers
@@ -914,8 +909,8 @@ def test_digest_mismatch(
     assert after.content == b"old content"
     for name in ("etag", "x-callfs-size", "x-callfs-mtime", "content-type", "x-callfs-sha256"):
         assert after.headers[name] == before[name], name
-    assert (server.files_root / unique / "old.txt").read_bytes() == b"old content"
-    assert tmp_files(server.files_root / unique) == []
+    assert server.storage.read(f"{unique}/old.txt") == b"old content"
+    assert server.storage.leftovers() == []
 
 
 @pytest.mark.parametrize(
@@ -953,7 +948,7 @@ def test_digest_malformed(
         "BAD_REQUEST",
     )
     assert alice.get(f"/v1/files/{unique}").status_code == 404
-    assert not (server.files_root / unique).exists()
+    assert server.storage.absent(unique)
 
 
 def test_digest_ignored_on_directory_request(alice: httpx.Client, unique: str) -> None:
@@ -1044,10 +1039,10 @@ def test_upload_size_limit(make_server: Any) -> None:
         assert c.get("/v1/files/lim/chunked.bin").content == b"z" * 1000
         names = sorted(i["name"] for i in c.get("/v1/files/lim").json())
         assert names == ["chunked.bin", "exact.bin", "keep.txt"]
-    assert (srv.files_root / "lim" / "keep.txt").read_bytes() == b"previous"
-    assert not (srv.files_root / "lim" / "fresh.bin").exists()
-    assert tmp_files(srv.files_root) == []
-    assert sorted(p.name for p in (srv.files_root / "lim").iterdir()) == [
+    assert srv.storage.read("lim/keep.txt") == b"previous"
+    assert srv.storage.absent("lim/fresh.bin")
+    assert srv.storage.leftovers() == []
+    assert srv.storage.children("lim") == [
         "chunked.bin",
         "exact.bin",
         "keep.txt",
@@ -1061,4 +1056,4 @@ def test_chunked_over_limit_always_answers_413(make_server: Any) -> None:
         resp = c.put("/v1/files/over.bin", content=chunks(1001, size=1001))
         assert_error(resp, 413, "PAYLOAD_TOO_LARGE")
         assert c.get("/v1/files/over.bin").status_code == 404
-    assert tmp_files(srv.files_root) == []
+    assert srv.storage.leftovers() == []
