@@ -31,6 +31,7 @@ CONTRACTS = {
     ("metadata", "postgres"): "tests/contract/test_metadata_postgres.py",
     ("blob", "memory"): "tests/contract/test_blob_memory.py",
     ("blob", "localfs"): "tests/contract/test_blob_localfs.py",
+    ("blob", "s3"): "tests/contract/test_blob_s3.py",
     ("lock", "local"): "tests/contract/test_lock_local.py",
     ("signer", "hmac"): "tests/contract/test_signer_hmac.py",
     ("lock", "file"): "tests/contract/test_lock_file.py",
@@ -71,13 +72,15 @@ def contract(session: nox.Session, port: str, adapter: str) -> None:
 
 
 @nox.session
-@nox.parametrize("stack", ["embedded", "postgres-redis"])
+@nox.parametrize("stack", ["embedded", "postgres-redis", "s3"])
 def integration(session: nox.Session, stack: str) -> None:
     """The real ``callfs server`` process over TLS, driven with httpx.
 
     ``embedded``: SQLite and local locks. ``postgres-redis``: PostgreSQL
     metadata and Redis locks, from CALLFS_TEST_POSTGRES_DSN and
     CALLFS_TEST_REDIS_URL when set, else from throwaway servers the tests start.
+    ``s3``: embedded, with new files in S3 (CALLFS_TEST_S3_ENDPOINT when set,
+    else a throwaway SeaweedFS).
     """
     session.run(
         *PYTEST,

@@ -51,8 +51,10 @@ API_KEY = "bench-key-0123456789abcdef"
 class BenchServer(ServerProcess):
     """``callfs server`` with a minimal configuration in ``folder``."""
 
-    def __init__(self, folder: Path, workers: int = 1) -> None:
-        config = {
+    def __init__(
+        self, folder: Path, workers: int = 1, backend: dict[str, Any] | None = None
+    ) -> None:
+        config: dict[str, Any] = {
             "server": {
                 "listen_addr": f"127.0.0.1:{free_port()}",
                 "data_dir": str(folder / "data"),
@@ -66,6 +68,8 @@ class BenchServer(ServerProcess):
             "metrics": {"listen_addr": ""},
             "log": {"level": "warn", "format": "console"},
         }
+        if backend:
+            config["backend"] = backend
         super().__init__(folder, config)
 
     def client(self) -> httpx.Client:
@@ -190,13 +194,20 @@ class Result:
         )
 
 
-def measure(size_mib: int = 1024, folder: Path | None = None, workers: int = 1) -> Result:
+def measure(
+    size_mib: int = 1024,
+    folder: Path | None = None,
+    workers: int = 1,
+    backend: dict[str, Any] | None = None,
+) -> Result:
     """Start a server, stream ``size_mib`` MiB up and down, return the figures.
+
+    ``backend``: the server's ``backend`` settings (default: localfs in its data folder).
 
     Raises AssertionError when a transfer fails or the downloaded bytes differ.
     """
     with tempfile.TemporaryDirectory(prefix="callfs-bench-", dir=folder) as tmp:
-        server = BenchServer(Path(tmp), workers)
+        server = BenchServer(Path(tmp), workers, backend)
         server.start(timeout=30.0)
         try:
             assert server.process is not None

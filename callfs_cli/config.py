@@ -14,7 +14,8 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
@@ -477,7 +478,41 @@ def _check_backend(backend: BackendSettings) -> str | None:
     if backend.default_backend not in ("localfs", "s3"):
         got = _q(backend.default_backend)
         return f"backend.default_backend must be one of: localfs, s3 (got {got})"
+    if backend.default_backend == "s3" and not backend.s3_bucket_name:
+        return "backend.s3_bucket_name is required when backend.default_backend=s3"
+    if backend.s3_server_side_encryption not in _SSE_VALUES:
+        got = _q(backend.s3_server_side_encryption)
+        return (
+            "backend.s3_server_side_encryption must be one of: AES256, aws:kms or empty "
+            f"(got {got})"
+        )
+    if backend.s3_kms_key_id and backend.s3_server_side_encryption != "aws:kms":
+        return "backend.s3_kms_key_id is only used with backend.s3_server_side_encryption=aws:kms"
+    if backend.s3_endpoint and not _valid_endpoint(backend.s3_endpoint):
+        # The value is not echoed: a URL with user:password@ would leak a secret.
+        return "backend.s3_endpoint must be an http:// or https:// URL or host:port"
     return None
+
+
+_SSE_VALUES: Final = ("", "AES256", "aws:kms")
+
+
+def _valid_endpoint(endpoint: str) -> bool:
+    """``http(s)://host[:port]`` (no path, query or credentials) or a bare ``host[:port]``."""
+    text = endpoint if "://" in endpoint else f"https://{endpoint}"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and parts.path in ("", "/")
+        and not parts.query
+        and not parts.fragment
+        and parts.username is None
+    )
 
 
 def _check_rate_limit(limits: RateLimitSettings) -> str | None:

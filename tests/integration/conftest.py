@@ -20,9 +20,11 @@ from callfs_cli.quickstart import _new_certificate
 
 # Imported by the test modules (``from conftest import ...``).
 __all__ = [
+    "DEFAULT_BACKEND",
     "INTERNAL_SECRET",
     "KEYS",
     "LINK_SECRET",
+    "OWNING_INSTANCE",
     "POSITIONAL_KEY",
     "STACK",
     "STACKS",
@@ -61,6 +63,10 @@ def write_certificate(folder: Path) -> tuple[Path, Path]:
 # CALLFS_TEST_S3_ENDPOINT or a throwaway SeaweedFS; localfs stays configured).
 STACK = os.environ.get("CALLFS_TEST_STACK", "embedded")
 STACKS = ("embedded", "postgres-redis", "s3")
+# X-CallFS-Instance-ID of new entries (api.md §1.10): local files belong to the
+# instance that holds them, S3 entries to none.
+OWNING_INSTANCE = None if STACK == "s3" else "callfs-instance-1"
+DEFAULT_BACKEND = "s3" if STACK == "s3" else "localfs"
 
 
 def stack_config() -> dict[str, Any]:
@@ -189,11 +195,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def make_server(tmp_path: Path) -> Iterator[Any]:
     """Start a dedicated server with extra configuration: ``make_server({...}, env={...})``."""
     started: list[Server] = []
+    numbers = iter(range(1000))  # counts failed starts too
 
     def factory(
         extra: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
     ) -> Server:
-        folder = tmp_path / f"server{len(started)}"
+        folder = tmp_path / f"server{next(numbers)}"
         folder.mkdir()
         handle = Server(folder, merge(base_config(folder), extra or {}), dict(env or {}))
         handle.start()

@@ -102,7 +102,8 @@ class S3Storage:
         return [obj.object_name[len(below) :] for obj in objects if obj.object_name]
 
     def children(self, rel: str) -> list[str]:
-        return sorted({key.rstrip("/") for key in self._keys(rel, recursive=False)})
+        # From the object keys: SeaweedFS lists emptied folders as common prefixes.
+        return sorted({key.split("/", 1)[0] for key in self._keys(rel, recursive=True)})
 
     def holds_directory(self, rel: str) -> bool:
         # Directories are metadata only: nothing may be stored at the path itself.

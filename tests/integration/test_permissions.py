@@ -39,7 +39,7 @@ def test_bob_reads_but_cannot_overwrite_or_delete(
     assert_denied(bob.delete(f"/v1/files/{unique}/f.txt"))
     assert_denied(bob.delete(f"/v1/files/{unique}", params={"recursive": "true"}))
     assert alice.get(f"/v1/files/{unique}/f.txt").content == b"alice's"
-    assert (server.files_root / unique / "f.txt").read_bytes() == b"alice's"
+    assert server.storage.read(f"{unique}/f.txt") == b"alice's"
 
 
 def test_bob_cannot_create_in_alice_directory(
@@ -249,8 +249,8 @@ def test_admin_overrides_everything(
     assert boss.delete(f"/v1/files/{unique}-adm", params={"recursive": "true"}).status_code == 204
     assert boss.delete(f"/v1/files/{unique}-adm2", params={"recursive": "true"}).status_code == 204
     assert alice.get(f"/v1/files/{unique}-adm").status_code == 404
-    assert not (server.files_root / f"{unique}-adm").exists()
-    assert not (server.files_root / f"{unique}-adm2").exists()
+    assert server.storage.absent(f"{unique}-adm")
+    assert server.storage.absent(f"{unique}-adm2")
 
 
 def test_internal_proxy_secret_is_admin(server: Any, alice: httpx.Client, unique: str) -> None:
@@ -279,7 +279,7 @@ def test_recursive_delete_denied_without_read_on_subdirectory(
         for name in ("t/a.txt", "t/sub/b.txt", "t/locked/c.txt"):
             assert boss.get(f"/v1/files/{unique}/{name}").status_code == 200, name
     for name in ("a.txt", "sub/b.txt", "locked/c.txt"):
-        assert (server.files_root / unique / "t" / name).exists(), name
+        assert server.storage.read(f"{unique}/t/{name}") is not None, name
 
 
 def test_recursive_delete_denied_for_subdirectory_of_another_user(
@@ -293,13 +293,13 @@ def test_recursive_delete_denied_for_subdirectory_of_another_user(
     assert_denied(alice.delete(f"/v1/files/{unique}/t", params={"recursive": "true"}))
     assert alice.get(f"/v1/files/{unique}/t/a.txt").content == b"a"
     assert alice.get(f"/v1/files/{unique}/t/bobdir/b.txt").content == b"b"
-    assert (server.files_root / unique / "t" / "bobdir" / "b.txt").exists()
+    assert server.storage.read(f"{unique}/t/bobdir/b.txt") == b"b"
     # bob lacks w on alice's parent directory for his own subtree? No: t is 0777.
     assert (
         bob.delete(f"/v1/files/{unique}/t/bobdir", params={"recursive": "true"}).status_code == 204
     )
     assert alice.delete(f"/v1/files/{unique}/t", params={"recursive": "true"}).status_code == 204
-    assert not (server.files_root / unique / "t").exists()
+    assert server.storage.absent(f"{unique}/t")
 
 
 def test_recursive_delete_respects_sticky_rule_inside(
@@ -314,7 +314,7 @@ def test_recursive_delete_respects_sticky_rule_inside(
     assert_denied(carol.delete(f"/v1/files/{unique}/mid/drop", params={"recursive": "true"}))
     names = [i["name"] for i in alice.get(f"/v1/files/{unique}/mid/drop").json()]
     assert names == ["bob.txt", "carol.txt"]
-    assert (server.files_root / unique / "mid" / "drop" / "carol.txt").exists()
+    assert server.storage.read(f"{unique}/mid/drop/carol.txt") is not None
     # alice owns the sticky directory, so she may remove everybody's entries
     resp = alice.delete(f"/v1/files/{unique}/mid/drop", params={"recursive": "true"})
     assert resp.status_code == 204

@@ -70,7 +70,7 @@ def test_concurrent_puts_across_workers(workers_server: Server) -> None:
     got = fresh_request(workers_server, "GET", "/v1/files/workers/race.bin")
     assert got.content in bodies
     assert got.headers["x-callfs-sha256"] == hashlib.sha256(got.content).hexdigest()
-    on_disk = (workers_server.files_root / "workers" / "race.bin").read_bytes()
+    on_disk = workers_server.storage.read("workers/race.bin")
     assert on_disk == got.content
 
 

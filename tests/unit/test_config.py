@@ -865,6 +865,31 @@ RULES: list[tuple[dict[str, str], str]] = [
         {"CALLFS_BACKEND_DEFAULT_BACKEND": "gcs"},
         'backend.default_backend must be one of: localfs, s3 (got "gcs")',
     ),
+    (
+        {"CALLFS_BACKEND_DEFAULT_BACKEND": "s3"},
+        "backend.s3_bucket_name is required when backend.default_backend=s3",
+    ),
+    (
+        {"CALLFS_BACKEND_S3_SERVER_SIDE_ENCRYPTION": "aes256"},
+        'backend.s3_server_side_encryption must be one of: AES256, aws:kms or empty (got "aes256")',
+    ),
+    (
+        {"CALLFS_BACKEND_S3_KMS_KEY_ID": "key-1"},
+        "backend.s3_kms_key_id is only used with backend.s3_server_side_encryption=aws:kms",
+    ),
+    *(
+        (
+            {"CALLFS_BACKEND_S3_ENDPOINT": endpoint},
+            "backend.s3_endpoint must be an http:// or https:// URL or host:port",
+        )
+        for endpoint in (
+            "ftp://minio:9000",
+            "http://",
+            "http://minio:9000/bucket",
+            "minio:port",
+            "https://key:secret@minio",
+        )
+    ),
     # 12
     ({"CALLFS_RATE_LIMIT_GENERATE_RPS": "-1"}, "rate_limit.generate_rps must be >= 0"),
     ({"CALLFS_RATE_LIMIT_DOWNLOAD_RPS": "-0.5"}, "rate_limit.download_rps must be >= 0"),
