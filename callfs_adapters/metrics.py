@@ -27,12 +27,18 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from callfs_core.errors import BackendUnavailable, LockTimeout
+from callfs_core.errors import BackendUnavailable, LockTimeout, ServiceError
 from callfs_core.model import ByteRange, EntryChanges, Inode, Link
 from callfs_core.paths import FsPath
 from callfs_core.ports import BlobBackendPort, BlobReader, LockPort, MetadataPort, StagedBlob
 
-__all__ = ["InstrumentedBackend", "InstrumentedLocks", "InstrumentedMetadata", "Metrics"]
+__all__ = [
+    "InstrumentedBackend",
+    "InstrumentedLocks",
+    "InstrumentedMetadata",
+    "Metrics",
+    "error_component",
+]
 
 T = TypeVar("T")
 
@@ -40,6 +46,8 @@ T = TypeVar("T")
 # api.md §2.3 and §5: text format 0.0.4 and these histogram buckets.
 EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The attribute naming the component a ServiceError came from (``callfs_errors_total``).
+_COMPONENT_ATTRIBUTE = "callfs_component"
 
 
 def multiprocess_enabled() -> bool:
@@ -152,10 +160,25 @@ class Metrics:
         )
 
 
+def error_component(exc: BaseException) -> str | None:
+    """The component (``metadata``, ``backend``, ``lock``) whose port call raised ``exc``,
+    as noted by the decorators below; None when no decorated port raised it."""
+    component = getattr(exc, _COMPONENT_ATTRIBUTE, None)
+    return component if isinstance(component, str) else None
+
+
+def _note_component(exc: BaseException, component: str) -> None:
+    # The innermost decorator names the component: a metadata failure seen
+    # again by an outer layer keeps "metadata".
+    if isinstance(exc, ServiceError) and error_component(exc) is None:
+        setattr(exc, _COMPONENT_ATTRIBUTE, component)
+
+
 async def _bounded(
     call: Callable[[], Awaitable[T]],
     limit: float,
     timeout_message: str,
+    component: str,
     counter: Counter,
     histogram: Histogram,
 ) -> T:
@@ -165,7 +188,12 @@ async def _bounded(
         with anyio.fail_after(limit):
             return await call()
     except TimeoutError:
-        raise BackendUnavailable(timeout_message) from None
+        error = BackendUnavailable(timeout_message)
+        _note_component(error, component)
+        raise error from None
+    except ServiceError as exc:
+        _note_component(exc, component)
+        raise
     finally:
         counter.inc()
         histogram.observe(time.perf_counter() - start)
@@ -184,6 +212,7 @@ class InstrumentedMetadata:
             call,
             self._timeout,
             "the metadata store did not answer in time",
+            "metadata",
             self._metrics.metadata_queries.labels(operation),
             self._metrics.metadata_duration.labels(operation),
         )
@@ -267,6 +296,7 @@ class InstrumentedBackend:
             call,
             self._timeout,
             "the storage backend did not answer in time",
+            "backend",
             self._metrics.backend_ops.labels(self.name, operation),
             self._metrics.backend_duration.labels(self.name, operation),
         )
@@ -279,6 +309,9 @@ class InstrumentedBackend:
         start = time.perf_counter()
         try:
             return await self.inner.stage(path, chunks)
+        except ServiceError as exc:
+            _note_component(exc, "backend")
+            raise
         finally:
             self._metrics.backend_ops.labels(self.name, "create").inc()
             self._metrics.backend_duration.labels(self.name, "create").observe(
@@ -324,8 +357,9 @@ class InstrumentedLocks:
         except LockTimeout:
             self._record("acquire", "timeout", start)
             raise
-        except BaseException:
+        except BaseException as exc:
             self._record("acquire", "error", start)
+            _note_component(exc, "lock")
             raise
         self._record("acquire", "success", start)
         count = len(set(names))
@@ -333,17 +367,28 @@ class InstrumentedLocks:
         try:
             yield
         except BaseException as exc:
-            released = time.perf_counter()
-            self._metrics.active_locks.dec(count)
-            if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
-                self._record("release", "success", released)
+            if not await self._release(manager, count, exc):
                 raise
-            self._record("release", "success", released)
         else:
-            released = time.perf_counter()
-            self._metrics.active_locks.dec(count)
-            await manager.__aexit__(None, None, None)
-            self._record("release", "success", released)
+            await self._release(manager, count, None)
+
+    async def _release(
+        self, manager: AbstractAsyncContextManager[None], count: int, exc: BaseException | None
+    ) -> bool:
+        """Release, recording it; whether the lock manager suppressed ``exc``."""
+        released = time.perf_counter()
+        self._metrics.active_locks.dec(count)
+        try:
+            if exc is None:
+                suppressed = await manager.__aexit__(None, None, None)
+            else:
+                suppressed = await manager.__aexit__(type(exc), exc, exc.__traceback__)
+        except BaseException as error:
+            self._record("release", "error", released)
+            _note_component(error, "lock")
+            raise
+        self._record("release", "success", released)
+        return bool(suppressed)
 
     def hold(self, *names: str, timeout: float) -> AbstractAsyncContextManager[None]:
         return self._hold(names, timeout)

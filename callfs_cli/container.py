@@ -22,6 +22,13 @@ from callfs_adapters.metrics import (
 from callfs_adapters.sqlite_metadata import SqliteMetadataStore
 from callfs_adapters.sqlite_ratelimit import SqliteRateLimiter
 from callfs_adapters.system import RandomIdGenerator, SystemClock
+from callfs_adapters.tracing import (
+    active_tracer,
+    traced_backends,
+    traced_engine,
+    traced_locks,
+    traced_metadata,
+)
 from callfs_cli.config import known_users
 from callfs_cli.config_model import Settings
 from callfs_core.engine import Engine, EngineConfig
@@ -33,6 +40,7 @@ from callfs_http.common import HttpSettings
 __all__ = [
     "Container",
     "UnsupportedConfiguration",
+    "check_storage",
     "close_resources",
     "open_resources",
     "rate_limit_path",
@@ -135,13 +143,36 @@ def _backends(settings: Settings, metrics: Metrics) -> dict[str, BlobBackendPort
         local = LocalFsBackend(str(Path(settings.backend.localfs_root_path)))
         backends["localfs"] = InstrumentedBackend(local, metrics, timeout)
     if settings.backend.s3_bucket_name:
-        raise UnsupportedConfiguration("the s3 backend is not available in this release")
+        backends["s3"] = InstrumentedBackend(_s3_backend(settings), metrics, timeout)
     if settings.backend.default_backend not in backends:
+        setting = (
+            "backend.s3_bucket_name"
+            if settings.backend.default_backend == "s3"
+            else "backend.localfs_root_path"
+        )
         raise UnsupportedConfiguration(
             f"backend.default_backend is {settings.backend.default_backend!r} but that backend "
-            "is disabled (set backend.localfs_root_path)"
+            f"is disabled (set {setting})"
         )
     return backends
+
+
+def _s3_backend(settings: Settings) -> BlobBackendPort:
+    from callfs_adapters.s3_blob import MinioBlobBackend
+
+    backend = settings.backend
+    return MinioBlobBackend.from_settings(
+        bucket=backend.s3_bucket_name,
+        prefix=backend.s3_prefix,
+        endpoint=backend.s3_endpoint,
+        region=backend.s3_region,
+        access_key=backend.s3_access_key,
+        secret_key=backend.s3_secret_key,
+        sse=backend.s3_server_side_encryption,
+        kms_key_id=backend.s3_kms_key_id,
+        acl=backend.s3_acl,
+        timeout=settings.server.file_op_timeout,
+    )
 
 
 def _engine_config(settings: Settings) -> EngineConfig:
@@ -190,6 +221,8 @@ class Container(containers.DeclarativeContainer):
 
     settings = providers.Dependency(instance_of=Settings)
     metrics = providers.Singleton(Metrics)
+    # None unless this process set up tracing: then no Traced* decorator is installed.
+    tracer = providers.Callable(active_tracer)
     clock = providers.Singleton(SystemClock)
     ids = providers.Singleton(RandomIdGenerator)
     raw_metadata = providers.Singleton(_metadata_store, settings)
@@ -197,29 +230,41 @@ class Container(containers.DeclarativeContainer):
         _cached,
         settings,
         providers.Singleton(
-            InstrumentedMetadata,
-            raw_metadata,
-            metrics,
-            providers.Callable(lambda s: s.server.metadata_op_timeout, settings),
+            traced_metadata,
+            providers.Singleton(
+                InstrumentedMetadata,
+                raw_metadata,
+                metrics,
+                providers.Callable(lambda s: s.server.metadata_op_timeout, settings),
+            ),
+            tracer,
         ),
     )
     raw_locks = providers.Singleton(_lock_manager, settings, metrics)
-    locks = providers.Singleton(InstrumentedLocks, raw_locks, metrics)
+    locks = providers.Singleton(
+        traced_locks, providers.Singleton(InstrumentedLocks, raw_locks, metrics), tracer
+    )
     commit_locks = providers.Singleton(_commit_locks, settings, locks)
-    backends = providers.Singleton(_backends, settings, metrics)
+    backends = providers.Singleton(
+        traced_backends, providers.Singleton(_backends, settings, metrics), tracer
+    )
     signer = providers.Singleton(
         HmacLinkSigner, providers.Callable(lambda s: s.auth.single_use_link_secret, settings)
     )
     engine = providers.Singleton(
-        Engine,
-        metadata=metadata,
-        backends=backends,
-        locks=locks,
-        signer=signer,
-        clock=clock,
-        ids=ids,
-        config=providers.Callable(_engine_config, settings),
-        commit_locks=commit_locks,
+        traced_engine,
+        providers.Singleton(
+            Engine,
+            metadata=metadata,
+            backends=backends,
+            locks=locks,
+            signer=signer,
+            clock=clock,
+            ids=ids,
+            config=providers.Callable(_engine_config, settings),
+            commit_locks=commit_locks,
+        ),
+        tracer,
     )
     authenticator = providers.Singleton(_authenticator, settings)
     app = providers.Singleton(
@@ -230,6 +275,7 @@ class Container(containers.DeclarativeContainer):
         metrics=metrics,
         generate_limiter=providers.Singleton(_rate_limiter, settings, "generate"),
         download_limiter=providers.Singleton(_rate_limiter, settings, "download"),
+        tracer=tracer,
     )
 
 
@@ -239,11 +285,34 @@ async def open_resources(container: Container) -> None:
     await store.open()  # type: ignore[attr-defined]
 
 
+async def check_storage(container: Container) -> None:
+    """The start-up check of api.md §6.2: every object store is reachable and writable.
+
+    Raises:
+        BackendUnavailable: naming the bucket, the endpoint and the cause.
+    """
+    for backend in container.backends().values():
+        check = getattr(_innermost(backend), "check_writable", None)
+        if check is not None:
+            await check()
+
+
+def _innermost(port: object) -> object:
+    """The adapter under its decorators (metrics, traces), which keep it as ``inner``."""
+    while hasattr(port, "inner"):
+        port = port.inner
+    return port
+
+
 async def close_resources(container: Container) -> None:
-    """Close the metadata store and the lock service connection, if any."""
+    """Close the metadata store, the lock service connection and the object stores."""
     try:
         await container.raw_metadata().close()
     finally:
         close = getattr(container.raw_locks(), "close", None)
         if close is not None:
             await close()
+        for backend in container.backends().values():
+            close_backend = getattr(_innermost(backend), "close", None)
+            if close_backend is not None:
+                await close_backend()

@@ -33,16 +33,18 @@ from starlette.types import Receive, Scope, Send
 
 from callfs_adapters.metrics import EXPOSITION_CONTENT_TYPE
 from callfs_adapters.sqlite_ratelimit import SqliteRateLimiter
+from callfs_adapters.tracing import setup_tracing, shutdown_tracing
 from callfs_cli.config_model import Settings
 from callfs_cli.container import (
     Container,
     UnsupportedConfiguration,
+    check_storage,
     close_resources,
     open_resources,
     rate_limit_path,
     shared_state_dir,
 )
-from callfs_cli.logs import configure_logging
+from callfs_cli.logs import configure_logging, secrets_of
 from callfs_cli.quickstart import QuickstartInfo, banner, server_url
 from callfs_core.engine import Engine
 from callfs_core.errors import CallFSError
@@ -169,10 +171,12 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def prepare(settings: Settings) -> None:
-    """Open the metadata store once (creating or migrating its schema) and seed ``/``."""
+    """Open the metadata store once (creating or migrating its schema), check that
+    every object store is writable, and seed ``/``."""
     container = Container(settings=settings)
     await open_resources(container)
     try:
+        await check_storage(container)
         await container.engine().start()
     finally:
         await close_resources(container)
@@ -185,7 +189,24 @@ async def serve_worker(
     housekeeping: bool,
     fd: int | None = None,
 ) -> None:
-    """Serve the API in this process until SIGINT/SIGTERM (on socket ``fd`` when given)."""
+    """Serve the API in this process until SIGINT/SIGTERM (on socket ``fd`` when given).
+
+    Tracing (when the ``OTEL_*`` environment asks for it) is set up here, in the
+    process that serves: each worker has its own tracer provider and exporter.
+    """
+    if setup_tracing(settings.instance_discovery.instance_id):
+        log.info("tracing on: spans are sent over OTLP/HTTP")
+    try:
+        await _serve_api(
+            settings, metrics_listener=metrics_listener, housekeeping=housekeeping, fd=fd
+        )
+    finally:
+        await asyncio.to_thread(shutdown_tracing)  # sends the spans still queued
+
+
+async def _serve_api(
+    settings: Settings, *, metrics_listener: bool, housekeeping: bool, fd: int | None
+) -> None:
     container = Container(settings=settings)
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -213,7 +234,7 @@ async def serve_worker(
 
 
 def _worker_main(settings: Settings, index: int) -> None:
-    configure_logging(settings.log.level, settings.log.format)
+    configure_logging(settings.log.level, settings.log.format, secrets_of(settings))
     try:
         # Hypercorn takes the descriptor over (and closes it at shutdown).
         fd = reuse_port_socket(settings.server.listen_addr).detach()
@@ -332,7 +353,7 @@ def _reset_shared_state(settings: Settings) -> str:
 
 def run(settings: Settings, info: QuickstartInfo | None, warnings: Sequence[str] = ()) -> int:
     """Start the API (and metrics) listeners; return the process exit code."""
-    configure_logging(settings.log.level, settings.log.format)
+    configure_logging(settings.log.level, settings.log.format, secrets_of(settings))
     for warning in warnings:
         log.warning("%s", warning)
     workers = max(1, settings.server.workers)

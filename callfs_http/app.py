@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -13,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from callfs_adapters.memory_ratelimit import InMemoryRateLimiter
-from callfs_adapters.metrics import Metrics
+from callfs_adapters.metrics import Metrics, error_component
 from callfs_core.engine import Engine
 from callfs_core.errors import CallFSError
 from callfs_core.ports import RateLimitPort
@@ -23,13 +24,16 @@ from callfs_http.common import HttpSettings, Services
 from callfs_http.directories import directories_endpoint
 from callfs_http.errors import error_body, reply_for
 from callfs_http.links import download_endpoint, generate_endpoint
-from callfs_http.middleware import EdgeMiddleware
+from callfs_http.middleware import EdgeMiddleware, loggable_path
 from callfs_http.system import (
     health_endpoint,
     metrics_endpoint,
     openapi_endpoint,
     ready_endpoint,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 __all__ = ["create_app"]
 
@@ -51,8 +55,9 @@ async def _callfs_error(request: Request, exc: Exception) -> Response:
     reply = reply_for(exc, request.method, request.url.path)
     if reply.status >= 500:
         metrics: Metrics = request.app.state.services.metrics
-        metrics.errors.labels(_COMPONENT.get(reply.code, "backend"), reply.code).inc()
-        log.warning("%s %s: %s (%s)", request.method, request.url.path, reply.code, exc)
+        component = _COMPONENT.get(reply.code) or error_component(exc) or "backend"
+        metrics.errors.labels(component, reply.code).inc()
+        log.warning("%s %s: %s (%s)", request.method, loggable_path(request.scope), reply.code, exc)
     return _json_error(reply.status, reply.code, reply.message, reply.headers)
 
 
@@ -79,11 +84,13 @@ def create_app(
     metrics: Metrics,
     generate_limiter: RateLimitPort | None = None,
     download_limiter: RateLimitPort | None = None,
+    tracer: Tracer | None = None,
 ) -> Starlette:
     """Build the API application around an engine.
 
     The rate limiters default to in-process buckets built from ``settings``;
     a multi-process server passes limiters whose state all workers share.
+    With a ``tracer``, each request gets an HTTP server span.
     """
     routes = [
         Route("/health", health_endpoint, methods=["GET", "HEAD"]),
@@ -103,9 +110,14 @@ def create_app(
         # Paths may contain any character, newlines included (they are then
         # rejected as INVALID_PATH); Starlette's ".*" would not match those.
         route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
+    middleware = [Middleware(EdgeMiddleware, authenticator=authenticator, metrics=metrics)]
+    if tracer is not None:
+        from callfs_http.tracing import TracingMiddleware
+
+        middleware.insert(0, Middleware(TracingMiddleware, tracer=tracer))
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(EdgeMiddleware, authenticator=authenticator, metrics=metrics)],
+        middleware=middleware,
         exception_handlers={CallFSError: _callfs_error, HTTPException: _http_error},
     )
     app.router.redirect_slashes = False

@@ -1,5 +1,6 @@
 """The edge of every request: request ids, security headers, authentication,
-request metrics and the last-resort 500 (api.md §1.1, §1.4, §1.5, §5)."""
+request metrics, the access log line and the last-resort 500 (api.md §1.1,
+§1.4, §1.5, §5)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import secrets
 import time
 from typing import Final
 
+from opentelemetry import trace
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,9 +18,11 @@ from callfs_core.errors import AuthenticationFailed
 from callfs_http.auth import Authenticator
 from callfs_http.errors import error_body, reply_for
 
-__all__ = ["EdgeMiddleware", "route_label"]
+__all__ = ["DOWNLOAD_ROUTE", "EdgeMiddleware", "loggable_path", "route_label"]
 
 log = logging.getLogger("callfs.http")
+# One line per request; its fields are attributes of the record (JSON: one key each).
+access_log = logging.getLogger("callfs.access")
 
 SECURITY_HEADERS: Final = [
     (
@@ -41,12 +45,16 @@ HSTS: Final = (b"strict-transport-security", b"max-age=31536000; includeSubDomai
 _EXACT_ROUTES: Final = frozenset(
     {"/health", "/ready", "/metrics", "/openapi.json", "/v1/links/generate"}
 )
+DOWNLOAD_ROUTE: Final = "/download/{token}"
+_DOWNLOAD_PREFIX: Final = "/download/"
 _PREFIX_ROUTES: Final = (
     ("/v1/files/ws/", "/v1/files/ws/*"),
     ("/v1/files/", "/v1/files/*"),
     ("/v1/directories/", "/v1/directories/*"),
-    ("/download/", "/download/{token}"),
+    (_DOWNLOAD_PREFIX, DOWNLOAD_ROUTE),
 )
+# How much of a download token logs show.
+TOKEN_PREFIX_LENGTH: Final = 8
 
 
 def route_label(path: str) -> str:
@@ -57,6 +65,20 @@ def route_label(path: str) -> str:
         if path.startswith(prefix):
             return label
     return "unmatched"
+
+
+def loggable_path(scope: Scope) -> str:
+    """The request path as logs show it: as received (still percent-encoded, so
+    it cannot break a log line), except a download token, cut to its first
+    characters."""
+    path: str = scope["path"]
+    if path.startswith(_DOWNLOAD_PREFIX):
+        token = path[len(_DOWNLOAD_PREFIX) :]
+        return f"{_DOWNLOAD_PREFIX}{token[:TOKEN_PREFIX_LENGTH]}…"
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:
+        return path.encode("unicode_escape").decode("ascii")
+    return raw.split(b"?", 1)[0].decode("ascii", "backslashreplace")
 
 
 def _has_body(scope: Scope) -> bool:
@@ -92,6 +114,7 @@ class EdgeMiddleware:
         if scope.get("scheme") == "https":
             extra.append(HSTS)
         status_sent: list[int] = []
+        sent_bytes = [0]
         body_read = [not _has_body(scope)]
 
         async def receive_wrapper() -> Message:
@@ -113,6 +136,8 @@ class EdgeMiddleware:
                     # cannot carry another request. Say so, and it is closed.
                     headers.append((b"connection", b"close"))
                 message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                sent_bytes[0] += len(message.get("body", b""))
             await send(message)
 
         try:
@@ -129,8 +154,9 @@ class EdgeMiddleware:
             await self.app(scope, receive_wrapper, send_wrapper)
         except ClientDisconnect:
             log.info("client disconnected (request id %s)", request_id)
-        except Exception:
+        except Exception as exc:
             log.exception("unhandled error (request id %s)", request_id)
+            trace.get_current_span().record_exception(exc)
             self.metrics.errors.labels("http", "INTERNAL_ERROR").inc()
             if not status_sent:
                 body = error_body(
@@ -141,13 +167,50 @@ class EdgeMiddleware:
                 raise
         finally:
             status = str(status_sent[0]) if status_sent else "499"
+            duration = time.perf_counter() - start
             self.metrics.http_requests.labels(method, label, status).inc()
-            self.metrics.http_duration.labels(method, label).observe(time.perf_counter() - start)
+            self.metrics.http_duration.labels(method, label).observe(duration)
+            if access_log.isEnabledFor(logging.INFO):
+                _log_access(scope, label, status, sent_bytes[0], duration)
 
     async def _send_error(self, send: Send, method: str, exc: AuthenticationFailed) -> None:
         reply = reply_for(exc, method)
         body = error_body(reply.code, reply.message)
         await _send_json(send, reply.status, body, method, reply.headers)
+
+
+def _log_access(scope: Scope, route: str, status: str, sent: int, duration: float) -> None:
+    state = scope["state"]
+    identity = state.get("identity")
+    client = scope.get("client")
+    fields = {
+        "request_id": state["request_id"],
+        "user": identity.user if identity is not None else "-",
+        "method": scope["method"],
+        "route": route,
+        "path": loggable_path(scope),
+        "status": int(status),
+        "bytes": sent,
+        "duration_ms": round(duration * 1000, 3),
+        "client_ip": client[0] if client else "-",
+    }
+    trace_id = state.get("trace_id")
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
+    # The message is formatted only when a handler writes it.
+    access_log.info(
+        '%s %s "%s %s" %s %dB %.1fms request_id=%s%s',
+        fields["client_ip"],
+        fields["user"],
+        fields["method"],
+        fields["path"],
+        status,
+        sent,
+        fields["duration_ms"],
+        fields["request_id"],
+        f" trace_id={trace_id}" if trace_id is not None else "",
+        extra=fields,
+    )
 
 
 async def _send_json(
