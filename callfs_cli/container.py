@@ -19,6 +19,7 @@ from callfs_adapters.metrics import (
     InstrumentedMetadata,
     Metrics,
 )
+from callfs_adapters.peer_client import PeerClient
 from callfs_adapters.sqlite_metadata import SqliteMetadataStore
 from callfs_adapters.sqlite_ratelimit import SqliteRateLimiter
 from callfs_adapters.system import RandomIdGenerator, SystemClock
@@ -175,6 +176,23 @@ def _s3_backend(settings: Settings) -> BlobBackendPort:
     )
 
 
+def _peer_client(settings: Settings, metrics: Metrics) -> PeerClient | None:
+    """The way to the other instances (api.md §1.10); None without peers."""
+    discovery = settings.instance_discovery
+    endpoints = {
+        name: url for name, url in discovery.peer_endpoints.items() if name != discovery.instance_id
+    }
+    if not endpoints:
+        return None
+    return PeerClient(
+        endpoints,
+        settings.auth.internal_proxy_secret,
+        read_timeout=settings.server.read_timeout or None,
+        verify_tls=not settings.backend.internal_proxy_skip_tls_verify,
+        metrics=metrics,
+    )
+
+
 def _engine_config(settings: Settings) -> EngineConfig:
     # api.md §3.4: known users are those who can log in plus root; known
     # groups are their primary groups, the configured groups and root.
@@ -251,6 +269,7 @@ class Container(containers.DeclarativeContainer):
     signer = providers.Singleton(
         HmacLinkSigner, providers.Callable(lambda s: s.auth.single_use_link_secret, settings)
     )
+    peers = providers.Singleton(_peer_client, settings, metrics)
     engine = providers.Singleton(
         traced_engine,
         providers.Singleton(
@@ -263,6 +282,7 @@ class Container(containers.DeclarativeContainer):
             ids=ids,
             config=providers.Callable(_engine_config, settings),
             commit_locks=commit_locks,
+            peers=peers,
         ),
         tracer,
     )
@@ -276,6 +296,7 @@ class Container(containers.DeclarativeContainer):
         generate_limiter=providers.Singleton(_rate_limiter, settings, "generate"),
         download_limiter=providers.Singleton(_rate_limiter, settings, "download"),
         tracer=tracer,
+        peers=peers,
     )
 
 
@@ -316,3 +337,6 @@ async def close_resources(container: Container) -> None:
             close_backend = getattr(_innermost(backend), "close", None)
             if close_backend is not None:
                 await close_backend()
+        peers = container.peers()
+        if peers is not None:
+            await peers.aclose()

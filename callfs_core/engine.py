@@ -33,6 +33,7 @@ from callfs_core.errors import (
     AlreadyExists,
     DigestMismatch,
     DirectoryNotEmpty,
+    ExistsOnPeer,
     InvalidRequest,
     IsADirectory,
     LinkAlreadyUsed,
@@ -125,7 +126,7 @@ class Engine(MoveOperations):
             if inode.is_dir:
                 return ReadResult(inode, children=await self.metadata.list_children(path))
             byte_range = resolve_range(options.range_header, options.if_range, inode)
-            reader = await self._open(inode, byte_range)
+            reader = await self._open(inode, byte_range, identity)
         return ReadResult(inode, reader=reader, byte_range=byte_range)
 
     async def list(
@@ -250,8 +251,9 @@ class Engine(MoveOperations):
             raise AlreadyExists(path, "a file exists at this path")
         return WriteResult(inode, created=True)
 
-    @staticmethod
-    def _existing_directory(inode: Inode) -> WriteResult:
+    def _existing_directory(self, inode: Inode) -> WriteResult:
+        if self._owner_elsewhere(inode) is not None:
+            raise ExistsOnPeer(inode, directory=True)
         if not inode.is_dir:
             raise AlreadyExists(inode.path, "a file exists at this path")
         return WriteResult(inode, created=False)
@@ -294,6 +296,8 @@ class Engine(MoveOperations):
         else:
             self._require(identity, target, perms.Access.W, "write (w) permission is required")
         evaluate_preconditions(preconditions, path, target, safe_method=False)
+        if target is not None:
+            self._forward_if_elsewhere(identity, target)
         backend = self._backend(
             target.backend if target is not None else self.config.default_backend
         )
@@ -314,10 +318,13 @@ class Engine(MoveOperations):
             raise
         return result
 
-    @staticmethod
-    def _check_write_target(path: FsPath, target: Inode | None, write_mode: WriteMode) -> None:
+    def _check_write_target(
+        self, path: FsPath, target: Inode | None, write_mode: WriteMode
+    ) -> None:
         if target is None:
             return
+        if write_mode is WriteMode.CREATE and self._owner_elsewhere(target) is not None:
+            raise ExistsOnPeer(target, directory=False)
         if target.is_dir:
             raise IsADirectory(path, "a directory exists at this path")
         if write_mode is WriteMode.CREATE:
@@ -453,6 +460,8 @@ class Engine(MoveOperations):
         evaluate_preconditions(preconditions, path, target, safe_method=False)
         if target.is_dir and not recursive and await self.metadata.list_children(path, limit=1):
             raise DirectoryNotEmpty(path)
+        if not recursive or not target.is_dir:
+            self._forward_if_elsewhere(identity, target)
         lock = f"{'dir' if target.is_dir else 'file'}:{path}"
         async with self.locks.hold(lock, timeout=self.config.file_op_timeout):
             current = await self.metadata.get(path)
@@ -463,6 +472,28 @@ class Engine(MoveOperations):
         for inode in removed:
             await self._discard_bytes(inode)
         return target
+
+    async def discard_orphan(self, identity: Identity, path: FsPath) -> None:
+        """Remove the bytes this instance holds at ``path`` when no entry exists
+        there any more: the clean-up another instance asks for after a recursive
+        delete (api.md §2.8). Bytes of an entry that exists (created again since)
+        are kept.
+
+        Raises:
+            InvalidRequest: the caller is not another instance of the cluster.
+            LockTimeout, BackendUnavailable.
+        """
+        if not identity.forwarded:
+            raise InvalidRequest("X-CallFS-Discard is only for instances of a cluster")
+        backend = self._backend("localfs")
+        names = (f"file:{path}", f"dir:{path}")
+        async with self.locks.hold(*names, timeout=self.config.file_op_timeout):
+            if await self.metadata.get(path) is not None:
+                return
+            if await backend.stat(path) is not None:
+                await backend.delete(path)
+            else:
+                await backend.remove_directory(path)
 
     async def _check_subtree_delete(self, identity: Identity, top: Inode) -> None:
         if identity.admin:

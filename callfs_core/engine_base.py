@@ -23,6 +23,8 @@ from callfs_core.errors import (
     IsADirectory,
     NotADirectory,
     NotFound,
+    OwnedByPeer,
+    PeerUnavailable,
     PermissionDenied,
 )
 from callfs_core.model import (
@@ -43,6 +45,7 @@ from callfs_core.ports import (
     LinkSigner,
     LockPort,
     MetadataPort,
+    PeerPort,
 )
 
 __all__ = [
@@ -155,6 +158,7 @@ class EngineBase:
         ids: IdGenerator,
         config: EngineConfig,
         commit_locks: LockPort | None = None,
+        peers: PeerPort | None = None,
     ) -> None:
         if config.default_backend not in backends:
             raise ValueError(f"default backend {config.default_backend!r} is not configured")
@@ -168,6 +172,7 @@ class EngineBase:
         self.clock = clock
         self.ids = ids
         self.config = config
+        self.peers = peers
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -231,7 +236,41 @@ class EngineBase:
         if not perms.allowed(identity, inode, access):
             raise _denied(what, inode.path)
 
-    async def _open(self, inode: Inode, byte_range: ByteRange | None) -> BlobReader:
+    def _owner_elsewhere(self, inode: Inode) -> str | None:
+        """The other instance holding the bytes of ``inode`` (api.md §1.10), if any."""
+        owner = inode.instance_id
+        return owner if owner is not None and owner != self.config.instance_id else None
+
+    def _peer_for(self, identity: Identity | None, inode: Inode, owner: str) -> PeerPort:
+        """The way to ``owner``, or PeerUnavailable: a forwarded request is never
+        forwarded again, and an unknown instance cannot be reached."""
+        if identity is not None and identity.forwarded:
+            raise PeerUnavailable(
+                message=f"{inode.path} is owned by instance {owner!r}, not by this one, "
+                "and a forwarded request is not forwarded again"
+            )
+        if self.peers is None or not self.peers.knows(owner):
+            raise PeerUnavailable(
+                message=f"{inode.path} is owned by instance {owner!r}, which is not a known peer"
+            )
+        return self.peers
+
+    def _forward_if_elsewhere(self, identity: Identity, inode: Inode) -> None:
+        """Hand a change of an entry whose bytes another instance holds to that
+        instance, which makes it whole (locks, bytes, metadata)."""
+        owner = self._owner_elsewhere(inode)
+        if owner is not None:
+            self._peer_for(identity, inode, owner)
+            raise OwnedByPeer(owner, inode.path)
+
+    async def _open(
+        self, inode: Inode, byte_range: ByteRange | None, identity: Identity | None = None
+    ) -> BlobReader:
+        owner = self._owner_elsewhere(inode)
+        if owner is not None:
+            peer = self._peer_for(identity, inode, owner)
+            acting = identity.user if identity is not None else None
+            return await peer.open(owner, inode.path, byte_range, acting)
         backend = self._backend(inode.backend)
         try:
             return await backend.open(inode.path, byte_range)
@@ -339,6 +378,10 @@ class EngineBase:
         return self.commit_locks.hold(*names, timeout=self.config.file_op_timeout)
 
     async def _discard_bytes(self, inode: Inode) -> None:
+        owner = self._owner_elsewhere(inode)
+        if owner is not None:
+            await self._discard_on_peer(owner, inode.path)
+            return
         try:
             backend = self._backend(inode.backend)
             if inode.is_dir:
@@ -347,6 +390,15 @@ class EngineBase:
                 await backend.delete(inode.path)
         except Exception:  # the metadata is gone already: log, never fail the request
             log.exception("could not remove the stored bytes of %s", inode.path)
+
+    async def _discard_on_peer(self, owner: str, path: FsPath) -> None:
+        if self.peers is None or not self.peers.knows(owner):
+            log.warning("the bytes of %s stay on instance %r (not a known peer)", path, owner)
+            return
+        try:
+            await self.peers.discard(owner, path)
+        except Exception:  # the metadata is gone already: log, never fail the request
+            log.warning("the bytes of %s stay on instance %r", path, owner, exc_info=True)
 
     def _check_delete(self, identity: Identity, parent: Inode, target: Inode) -> None:
         self._require(

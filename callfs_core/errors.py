@@ -21,7 +21,9 @@ their boundary (one context manager per adapter), chaining the cause.
     │   ├── NotModified
     │   ├── RangeNotSatisfiable
     │   ├── DigestMismatch
-    │   └── Conflict                    an optimistic update lost a race
+    │   ├── Conflict                    an optimistic update lost a race
+    │   └── ExistsOnPeer                POST onto an entry another instance owns
+    ├── OwnedByPeer                     not a failure: forward the change to its owner
     ├── AuthenticationFailed
     ├── LinkError
     │   ├── LinkNotFound
@@ -44,6 +46,7 @@ __all__ = [
     "Conflict",
     "DigestMismatch",
     "DirectoryNotEmpty",
+    "ExistsOnPeer",
     "FsError",
     "InvalidPath",
     "InvalidRequest",
@@ -57,6 +60,7 @@ __all__ = [
     "NotADirectory",
     "NotFound",
     "NotModified",
+    "OwnedByPeer",
     "PayloadTooLarge",
     "PeerUnavailable",
     "PermissionDenied",
@@ -164,6 +168,36 @@ class Conflict(FsError):
     """An update expected another version of the entry (optimistic concurrency)."""
 
     default_message = "the entry was changed concurrently"
+
+
+class ExistsOnPeer(FsError):
+    """A create (POST) met an entry owned by another instance (api.md §2.6).
+
+    ``inode`` is the existing entry; ``directory`` tells whether a directory was
+    to be created.
+    """
+
+    default_message = "Resource exists on another server"
+
+    def __init__(self, inode: object, directory: bool) -> None:
+        self.inode = inode
+        self.directory = directory
+        super().__init__(getattr(inode, "path", ""))
+
+
+class OwnedByPeer(CallFSError):
+    """The entry's bytes live on another instance, which must make this change
+    (api.md §1.10). Raised after the receiving instance's own checks
+    (permissions, preconditions) and before any request body is read; the
+    server forwards the request to ``instance_id``. Never shown to clients.
+    """
+
+    default_message = "the entry is owned by another instance"
+
+    def __init__(self, instance_id: str, path: object) -> None:
+        self.instance_id = instance_id
+        self.path = str(path)
+        super().__init__(f"{self.path} is owned by instance {instance_id!r}")
 
 
 class AuthenticationFailed(CallFSError):

@@ -108,11 +108,16 @@ class EntryChanges:
 
 @attrs.frozen
 class Identity:
-    """An authenticated caller: a user name, its groups and the admin flag."""
+    """An authenticated caller: a user name, its groups and the admin flag.
+
+    ``forwarded``: the request came from another instance on behalf of ``user``
+    (api.md §1.10); it runs with admin rights and is never forwarded again.
+    """
 
     user: str
     groups: frozenset[str] = frozenset()
     admin: bool = False
+    forwarded: bool = False
 
     def in_group(self, group: str) -> bool:
         return group == self.user or group in self.groups

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Final
+
 import anyio
 import attrs
 
@@ -15,6 +18,7 @@ from callfs_core.errors import (
     IsADirectory,
     NotADirectory,
     NotFound,
+    OwnedByPeer,
     PeerUnavailable,
 )
 from callfs_core.model import (
@@ -30,6 +34,9 @@ from callfs_core.ports import (
 )
 
 __all__ = ["MoveOperations"]
+
+
+_SEVERAL: Final = "\x00several"  # a subtree whose local files several instances hold
 
 
 class MoveOperations(EngineBase):
@@ -76,6 +83,21 @@ class MoveOperations(EngineBase):
             return await self._change_attributes(identity, source, plan, preconditions)
         return await self._move(identity, source, plan, preconditions)
 
+    async def _subtree_holders(self, directory: Inode) -> tuple[set[str], str | None]:
+        """The backends holding bytes of the subtree (a mixed tree has local files
+        in S3 directories and the reverse), and the one instance whose disk holds
+        its local part: ``None`` for none, ``_SEVERAL`` when several instances do
+        (such a tree cannot move as one)."""
+        backends = {directory.backend}
+        owners = {directory.instance_id} - {None}
+        for inode in await self.metadata.list_subtree(directory.path):
+            backends.add(inode.backend)
+            if inode.instance_id is not None:
+                owners.add(inode.instance_id)
+        if len(owners) > 1:
+            return backends, _SEVERAL
+        return backends, next(iter(owners), None)
+
     def _check_attribute_change(self, identity: Identity, inode: Inode, plan: PatchPlan) -> None:
         if plan.mode is not None and not perms.may_change_mode(identity, inode):
             raise _denied("only the owner may change the mode", inode.path)
@@ -120,11 +142,20 @@ class MoveOperations(EngineBase):
         replaced = None
         if destination != source.path:
             replaced = await self._check_destination(identity, source, destination, plan)
-        if source.is_dir and relocating:
-            raise InvalidRequest(
-                "moving a directory across backends or instances is not supported; move its "
-                "files individually or keep it on the same backend/instance"
-            )
+        holders = {source.backend}
+        if source.is_dir:
+            holders, owner = await self._subtree_holders(source)
+            if relocating or owner is _SEVERAL:
+                raise InvalidRequest(
+                    "moving a directory across backends or instances is not supported; move its "
+                    "files individually or keep it on the same backend/instance"
+                )
+            if owner is not None and owner != self.config.instance_id:
+                self._peer_for(identity, source, owner)
+                raise OwnedByPeer(owner, source.path)
+        else:
+            # The instance holding the bytes moves them, and the metadata with them.
+            self._forward_if_elsewhere(identity, source)
         names = {self._lock_name(source), f"{'dir' if source.is_dir else 'file'}:{destination}"}
         async with (
             self.locks.hold(*names, timeout=self.config.file_op_timeout),
@@ -144,7 +175,7 @@ class MoveOperations(EngineBase):
                 await self._ensure_parents(identity, destination, target_backend)
             with anyio.CancelScope(shield=True):
                 moved = await self._relocate(
-                    current, destination, target_backend, replaced, self._changes(plan)
+                    current, destination, target_backend, replaced, self._changes(plan), holders
                 )
                 if replaced is not None and replaced.backend != target_backend.name:
                     await self._discard_bytes(replaced)
@@ -185,19 +216,30 @@ class MoveOperations(EngineBase):
         target: BlobBackendPort,
         replaced: Inode | None,
         changes: EntryChanges,
+        holders: set[str],
     ) -> Inode:
         """Move the bytes, then the metadata (path, location and attribute changes in
-        one transaction); undo the byte move if the metadata fails."""
+        one transaction); undo the byte move if the metadata fails.
+
+        ``holders``: the backends holding bytes below a directory, which all move it.
+        """
         origin = self._backend(source.backend)
         replace = replaced is not None
         if target.name == origin.name:
+            others = [self._backend(name) for name in sorted(holders - {origin.name})]
             await origin.move(source.path, destination)
+            moved_too: list[BlobBackendPort] = []
             try:
+                for other in others:
+                    with contextlib.suppress(NotFound):  # nothing of the tree there
+                        await other.move(source.path, destination)
+                        moved_too.append(other)
                 await self.metadata.rename(
                     source.path, destination, replace=replace, changes=changes
                 )
             except BaseException:
-                await origin.move(destination, source.path)
+                for backend in [origin, *moved_too]:
+                    await backend.move(destination, source.path)
                 raise
             moved = await self.metadata.get(destination)
             assert moved is not None

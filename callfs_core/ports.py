@@ -25,6 +25,7 @@ __all__ = [
     "LinkSigner",
     "LockPort",
     "MetadataPort",
+    "PeerPort",
     "RateLimitPort",
     "StagedBlob",
 ]
@@ -279,6 +280,47 @@ class BlobBackendPort(Protocol):
 
     async def health(self) -> None:
         """Raise BackendUnavailable when the storage cannot be used."""
+        ...
+
+
+class PeerPort(Protocol):
+    """Reads bytes that another instance holds on its local disk (api.md §1.10).
+
+    Changes to such entries are not made through this port: the owning
+    instance makes them whole (locks, bytes and metadata), so the server
+    forwards those requests. Only reads, whose headers come from the shared
+    metadata, need the bytes alone, and so does the clean-up after a
+    recursive delete, whose metadata is gone already.
+    """
+
+    def knows(self, instance_id: str) -> bool:
+        """Whether ``instance_id`` is a configured peer."""
+        ...
+
+    async def open(
+        self,
+        instance_id: str,
+        path: FsPath,
+        byte_range: ByteRange | None = None,
+        acting_user: str | None = None,
+    ) -> BlobReader:
+        """Open the bytes of ``path`` held by ``instance_id`` for streaming.
+
+        Raises:
+            NotFound: the owner has no such file.
+            PeerUnavailable: the instance is unknown, unreachable, timed out or
+                answered with a server error.
+        """
+        ...
+
+    async def discard(self, instance_id: str, path: FsPath) -> None:
+        """Ask ``instance_id`` to remove the bytes it holds at ``path`` after the
+        entry's metadata was deleted elsewhere (a recursive delete). The owner
+        removes them only if, by then, no entry exists at ``path``.
+
+        Raises:
+            PeerUnavailable: as for :meth:`open`, or the owner refused.
+        """
         ...
 
 

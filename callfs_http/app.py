@@ -15,14 +15,16 @@ from starlette.routing import Route
 
 from callfs_adapters.memory_ratelimit import InMemoryRateLimiter
 from callfs_adapters.metrics import Metrics, error_component
+from callfs_adapters.peer_client import PeerClient
 from callfs_core.engine import Engine
-from callfs_core.errors import CallFSError
+from callfs_core.errors import CallFSError, ExistsOnPeer
 from callfs_core.ports import RateLimitPort
 from callfs_http import files
 from callfs_http.auth import Authenticator
-from callfs_http.common import HttpSettings, Services
+from callfs_http.common import HttpSettings, Services, json_response
 from callfs_http.directories import directories_endpoint
 from callfs_http.errors import error_body, reply_for
+from callfs_http.forwarding import conflict_body
 from callfs_http.links import download_endpoint, generate_endpoint
 from callfs_http.middleware import EdgeMiddleware, loggable_path
 from callfs_http.system import (
@@ -52,6 +54,8 @@ def _json_error(status: int, code: str, message: str, headers: dict[str, str]) -
 
 async def _callfs_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CallFSError)
+    if isinstance(exc, ExistsOnPeer):
+        return json_response(conflict_body(request, exc), 409)
     reply = reply_for(exc, request.method, request.url.path)
     if reply.status >= 500:
         metrics: Metrics = request.app.state.services.metrics
@@ -85,12 +89,14 @@ def create_app(
     generate_limiter: RateLimitPort | None = None,
     download_limiter: RateLimitPort | None = None,
     tracer: Tracer | None = None,
+    peers: PeerClient | None = None,
 ) -> Starlette:
     """Build the API application around an engine.
 
     The rate limiters default to in-process buckets built from ``settings``;
     a multi-process server passes limiters whose state all workers share.
-    With a ``tracer``, each request gets an HTTP server span.
+    With a ``tracer``, each request gets an HTTP server span. ``peers``: the
+    other instances of a cluster (api.md §1.10).
     """
     routes = [
         Route("/health", health_endpoint, methods=["GET", "HEAD"]),
@@ -129,5 +135,6 @@ def create_app(
         or InMemoryRateLimiter(settings.generate_rps, settings.generate_burst),
         download_limiter=download_limiter
         or InMemoryRateLimiter(settings.download_rps, settings.download_burst),
+        peers=peers,
     )
     return app

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping, Sequence
 
+import attrs
+
 from callfs_core.errors import AuthenticationFailed
 from callfs_core.model import Identity
 
@@ -36,7 +38,10 @@ def build_identities(
         if key:
             pairs.append((key.encode(), identity(user)))
     if internal_proxy_secret:
-        pairs.append((internal_proxy_secret.encode(), identity(INTERNAL_PROXY_USER, admin=True)))
+        # Only instances of a cluster hold the secret: their requests are
+        # forwarded ones, never forwarded again (api.md §1.10).
+        proxy = attrs.evolve(identity(INTERNAL_PROXY_USER, admin=True), forwarded=True)
+        pairs.append((internal_proxy_secret.encode(), proxy))
     return pairs
 
 
@@ -63,3 +68,11 @@ class Authenticator:
         if found is None or found.user == "root":
             raise AuthenticationFailed()
         return found
+
+    def acting_as(self, user: str) -> Identity:
+        """The identity of a request forwarded by another instance on behalf of
+        ``user`` (api.md §1.10): that user, with its groups, with admin rights,
+        marked as forwarded (never forwarded again)."""
+        known = next((identity for _, identity in self._pairs if identity.user == user), None)
+        base = known or Identity(user=user, groups=frozenset({user}))
+        return attrs.evolve(base, admin=True, forwarded=True)

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from callfs_adapters.metrics import Metrics
+from callfs_adapters.peer_client import PeerClient
 from callfs_core.engine import Digests, Engine
 from callfs_core.errors import InvalidRequest, PayloadTooLarge
 from callfs_core.model import Identity, Preconditions
@@ -61,6 +62,7 @@ class Services:
     metrics: Metrics
     generate_limiter: RateLimitPort
     download_limiter: RateLimitPort
+    peers: PeerClient | None = None
 
 
 def services(request: Request) -> Services:

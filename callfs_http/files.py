@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callfs_core.errors import InvalidRequest, NotModified
+from callfs_adapters.peer_client import DISCARD_HEADER
+from callfs_core.errors import InvalidRequest, NotModified, OwnedByPeer
 from callfs_core.model import Inode, ReadOptions, WriteMode
 from callfs_core.patching import PatchRequest
 from callfs_http.common import (
@@ -23,6 +25,7 @@ from callfs_http.common import (
     services,
     url_path,
 )
+from callfs_http.forwarding import forward
 from callfs_http.representation import file_info, inode_headers, parse_http_date
 
 __all__ = ["files_endpoint"]
@@ -122,16 +125,19 @@ async def replace(request: Request) -> Response:
     mode = parse_mode(request)
     digests = parse_digests(request)
     check_content_length(request, svc.settings.max_upload_bytes)
-    result = await svc.engine.write_file(
-        identity_of(request),
-        target.path,
-        request.stream(),
-        write_mode=WriteMode.UPSERT,
-        mode=mode,
-        content_type=request.headers.get("content-type"),
-        digests=digests,
-        preconditions=parse_preconditions(request),
-    )
+    try:
+        result = await svc.engine.write_file(
+            identity_of(request),
+            target.path,
+            request.stream(),
+            write_mode=WriteMode.UPSERT,
+            mode=mode,
+            content_type=request.headers.get("content-type"),
+            digests=digests,
+            preconditions=parse_preconditions(request),
+        )
+    except OwnedByPeer as owned:
+        return await forward(request, owned, target.path, request.stream())
     svc.metrics.file_ops.labels(
         "create" if result.created else "update", result.inode.backend
     ).inc()
@@ -148,12 +154,18 @@ async def delete(request: Request) -> Response:
     target = url_path(request, PREFIX)
     if target.path.is_root:
         raise InvalidRequest("the root directory cannot be deleted")
-    removed = await svc.engine.delete(
-        identity_of(request),
-        target.path,
-        recursive=request.query_params.get("recursive") == "true",
-        preconditions=parse_preconditions(request),
-    )
+    if request.headers.get(DISCARD_HEADER) == "bytes":
+        await svc.engine.discard_orphan(identity_of(request), target.path)
+        return Response(status_code=204)
+    try:
+        removed = await svc.engine.delete(
+            identity_of(request),
+            target.path,
+            recursive=request.query_params.get("recursive") == "true",
+            preconditions=parse_preconditions(request),
+        )
+    except OwnedByPeer as owned:
+        return await forward(request, owned, target.path)
     svc.metrics.file_ops.labels("delete", removed.backend).inc()
     return Response(status_code=204)
 
@@ -187,12 +199,15 @@ async def patch(request: Request) -> Response:
     except InvalidRequest:
         raise InvalidRequest("invalid JSON body") from None
     patch_request = _patch_request(payload, request.query_params.get("overwrite") == "true")
-    result = await svc.engine.patch(
-        identity_of(request),
-        target.path,
-        patch_request,
-        preconditions=parse_preconditions(request),
-    )
+    try:
+        result = await svc.engine.patch(
+            identity_of(request),
+            target.path,
+            patch_request,
+            preconditions=parse_preconditions(request),
+        )
+    except OwnedByPeer as owned:
+        return await forward(request, owned, target.path, json.dumps(payload).encode())
     if patch_request.name is not None or patch_request.destination is not None:
         svc.metrics.file_ops.labels("move", result.backend).inc()
     return json_response({"path": str(result.path)}, newline=True)

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callfs_adapters.metrics import Metrics
 from callfs_core.errors import AuthenticationFailed
-from callfs_http.auth import Authenticator
+from callfs_http.auth import INTERNAL_PROXY_USER, Authenticator
 from callfs_http.errors import error_body, reply_for
 
 __all__ = ["DOWNLOAD_ROUTE", "EdgeMiddleware", "loggable_path", "route_label"]
@@ -145,12 +145,17 @@ class EdgeMiddleware:
                 headers = dict(scope.get("headers", []))
                 raw = headers.get(b"authorization")
                 try:
-                    state["identity"] = self.authenticator.authenticate(
+                    identity = self.authenticator.authenticate(
                         raw.decode("latin-1") if raw is not None else None
                     )
                 except AuthenticationFailed as exc:
                     await self._send_error(send_wrapper, method, exc)
                     return
+                acting = headers.get(b"x-callfs-acting-user")
+                if acting and identity.user == INTERNAL_PROXY_USER:
+                    # Honoured only with the internal secret (api.md §1.10).
+                    identity = self.authenticator.acting_as(acting.decode("utf-8", "replace"))
+                state["identity"] = identity
             await self.app(scope, receive_wrapper, send_wrapper)
         except ClientDisconnect:
             log.info("client disconnected (request id %s)", request_id)

@@ -23,8 +23,6 @@ from test_system import Sample, parse_metrics, scrape, value_of
 
 from callfs_adapters.metrics import Metrics
 
-# Families whose recording waits for code that does not exist yet; each is
-# unit-tested through its recording method (tests/unit/test_observability.py).
 LOCALFS = {"backend": {"default_backend": "localfs"}}
 
 
