@@ -13,10 +13,10 @@ import os
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from cluster import READ_TIMEOUT, start_cluster, stop_cluster
 from conftest import STACK, Server
 from helpers import assert_error, run_concurrently
 
@@ -26,60 +26,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 NAMES = ("a", "b", "c")
-READ_TIMEOUT = 5.0
-
-
-def start_cluster(
-    tmp_path_factory: pytest.TempPathFactory,
-    names: tuple[str, ...],
-    env: dict[str, str] | None = None,
-) -> dict[str, Server]:
-    """Start one instance per name on one fresh database and one Redis."""
-    import pg_service
-    import redis_service
-    from conftest import base_config, merge
-
-    redis = urlsplit(redis_service.redis_url())
-    shared = {
-        "metadata_store": {"type": "postgres", "dsn": pg_service.new_database()},
-        "dlm": {
-            "type": "redis",
-            "redis_addr": f"{redis.hostname}:{redis.port}",
-            "redis_password": redis.password or "",
-        },
-        "backend": {
-            "default_backend": "localfs",
-            "s3_bucket_name": "",
-            "internal_proxy_skip_tls_verify": True,  # self-signed test certificates
-        },
-        "server": {"read_timeout": f"{READ_TIMEOUT}s"},
-    }
-    configs = {}
-    for name in names:
-        folder = tmp_path_factory.mktemp(f"instance-{name}")
-        configs[name] = (folder, merge(base_config(folder), shared))
-    endpoints = {
-        f"instance-{n}": f"https://{c['server']['listen_addr']}" for n, (_, c) in configs.items()
-    }
-    servers = {}
-    for name, (folder, config) in configs.items():
-        config["instance_discovery"] = {
-            "instance_id": f"instance-{name}",
-            "peer_endpoints": endpoints,
-        }
-        servers[name] = Server(folder, config, dict(env or {}))
-    try:
-        for server in servers.values():
-            server.start()
-    except BaseException:
-        stop_cluster(servers)
-        raise
-    return servers
-
-
-def stop_cluster(servers: dict[str, Server]) -> None:
-    for server in servers.values():
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,18 @@ the start-up check, an S3 outage, and memory and clean-up on a 1 GiB upload.
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import s3_service
 from conftest import KEYS, STACK, Server, s3_backend_config
 from helpers import assert_error
+from test_memory import load_bench
 
 pytestmark = pytest.mark.skipif(
     STACK != "s3", reason="S3-specific tests run once, in the s3 stack (CALLFS_TEST_STACK)"
@@ -170,21 +168,10 @@ def test_s3_outage_gives_503_and_local_files_keep_working(
 # --------------------------------------------------------------------------- large files
 
 
-def _load_bench() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "bench" / "memory_rss.py"
-    name = "callfs_bench_memory_rss"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_peak_rss_streaming_1_gib_through_s3(tmp_path: Path) -> None:
-    bench = _load_bench()
+    bench = load_bench()
     backend = s3_backend_config()
     result = bench.measure(1024, folder=tmp_path, backend=backend)
     print(result.report())

@@ -12,10 +12,10 @@ import hashlib
 import os
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from cluster import start_cluster, stop_cluster
 from conftest import STACK, Server, s3_backend_config
 from helpers import run_concurrently
 
@@ -27,33 +27,9 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
-    import pg_service
-    import redis_service
-    from conftest import base_config, merge
-
-    redis = urlsplit(redis_service.redis_url())
-    shared = {
-        "metadata_store": {"type": "postgres", "dsn": pg_service.new_database()},
-        "dlm": {
-            "type": "redis",
-            "redis_addr": f"{redis.hostname}:{redis.port}",
-            "redis_password": redis.password or "",
-        },
-        "backend": s3_backend_config(),
-    }
-    servers = []
-    for name in ("a", "b"):
-        folder = tmp_path_factory.mktemp(f"instance-{name}")
-        config = merge(base_config(folder), shared)
-        config["instance_discovery"] = {"instance_id": f"instance-{name}"}
-        servers.append(Server(folder, config))
-    try:
-        for server in servers:
-            server.start()
-        yield servers[0], servers[1]
-    finally:
-        for server in servers:
-            server.stop()
+    servers = start_cluster(tmp_path_factory, ("a", "b"), backend=s3_backend_config())
+    yield servers["a"], servers["b"]
+    stop_cluster(servers)
 
 
 @pytest.fixture
