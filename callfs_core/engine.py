@@ -31,6 +31,7 @@ from callfs_core.engine_base import (
 )
 from callfs_core.errors import (
     AlreadyExists,
+    Conflict,
     DigestMismatch,
     DirectoryNotEmpty,
     ExistsOnPeer,
@@ -309,6 +310,9 @@ class Engine(MoveOperations):
             ):
                 current = await self.metadata.get(path)
                 self._check_write_target(path, current, write_mode)
+                if current is not None and self._owner_elsewhere(current) is not None:
+                    # Recreated through another instance while this body arrived.
+                    raise Conflict(path, "the file was replaced through another instance")
                 evaluate_preconditions(preconditions, path, current, safe_method=False)
                 result = await self._commit(
                     identity, path, backend, staged, current, mode, content_type
@@ -474,10 +478,10 @@ class Engine(MoveOperations):
         return target
 
     async def discard_orphan(self, identity: Identity, path: FsPath) -> None:
-        """Remove the bytes this instance holds at ``path`` when no entry exists
-        there any more: the clean-up another instance asks for after a recursive
-        delete (api.md §2.8). Bytes of an entry that exists (created again since)
-        are kept.
+        """Remove the bytes this instance holds at ``path`` unless an entry of this
+        instance exists there: the clean-up another instance asks for after a
+        recursive delete (api.md §2.8). Bytes of an entry created here again
+        since are kept.
 
         Raises:
             InvalidRequest: the caller is not another instance of the cluster.
@@ -488,8 +492,9 @@ class Engine(MoveOperations):
         backend = self._backend("localfs")
         names = (f"file:{path}", f"dir:{path}")
         async with self.locks.hold(*names, timeout=self.config.file_op_timeout):
-            if await self.metadata.get(path) is not None:
-                return
+            current = await self.metadata.get(path)
+            if current is not None and current.instance_id == self.config.instance_id:
+                return  # the bytes of an entry created here again since
             if await backend.stat(path) is not None:
                 await backend.delete(path)
             else:
