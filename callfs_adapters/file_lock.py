@@ -37,6 +37,8 @@ class FileLockManager:
 
     Within a process, tasks queue on an in-process lock first (no polling);
     across processes, waiters poll ``flock`` with a short exponential backoff.
+    :meth:`hold_shared` takes ``LOCK_SH``: shared holders, in any process, do
+    not wait for each other.
     """
 
     def __init__(self, folder: str) -> None:
@@ -75,10 +77,35 @@ class FileLockManager:
                         os.unlink(path)
                     os.close(fd)
 
-    async def _acquire(self, path: str, deadline: float) -> int:
+    def hold_shared(self, name: str, *, timeout: float) -> AbstractAsyncContextManager[None]:
+        return self._hold_shared(name, timeout)
+
+    @asynccontextmanager
+    async def _hold_shared(self, name: str, seconds: float) -> AsyncIterator[None]:
+        deadline = time.monotonic() + max(seconds, 0.0)
+        async with self._local.hold_shared(name, timeout=seconds):
+            path = self._path(name)
+            fd = await self._acquire(path, deadline, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                # The last holder removes the file: taking it exclusively at once
+                # proves nobody else holds it (a waiter that opened the old file
+                # notices the inode change and retries).
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    pass  # others hold it: the last of them removes it
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                            os.unlink(path)
+                os.close(fd)
+
+    async def _acquire(self, path: str, deadline: float, mode: int = fcntl.LOCK_EX) -> int:
         delay = FIRST_POLL
         while True:
-            fd = self._try_lock(path)
+            fd = self._try_lock(path, mode)
             if fd is not None:
                 return fd
             remaining = deadline - time.monotonic()
@@ -87,14 +114,14 @@ class FileLockManager:
             await anyio.sleep(min(delay, remaining))
             delay = min(delay * 2, MAX_POLL)
 
-    def _try_lock(self, path: str) -> int | None:
+    def _try_lock(self, path: str, mode: int) -> int | None:
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             except OSError as exc:
                 raise BackendUnavailable("the lock folder cannot be used") from exc
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):

@@ -108,9 +108,14 @@ def _lock_manager(settings: Settings, metrics: Metrics) -> LockPort:
     return _instance_locks(settings)
 
 
-def _commit_locks(settings: Settings, locks: LockPort) -> LockPort:
-    """Locks of this instance ordering commits and reads of the same bytes."""
-    return locks if settings.dlm.type == "local" else _instance_locks(settings)
+def _commit_locks(settings: Settings) -> LockPort:
+    """Locks of this instance ordering commits and reads of the same bytes.
+
+    Always a lock manager of its own, without metrics: these short internal
+    locks are taken by every read, and ``callfs_lock_operations_total`` counts
+    the writers' path locks (as with Redis, where they are separate anyway).
+    """
+    return _instance_locks(settings)
 
 
 def _instance_locks(settings: Settings) -> LockPort:
@@ -262,7 +267,7 @@ class Container(containers.DeclarativeContainer):
     locks = providers.Singleton(
         traced_locks, providers.Singleton(InstrumentedLocks, raw_locks, metrics), tracer
     )
-    commit_locks = providers.Singleton(_commit_locks, settings, locks)
+    commit_locks = providers.Singleton(_commit_locks, settings)
     backends = providers.Singleton(
         traced_backends, providers.Singleton(_backends, settings, metrics), tracer
     )

@@ -120,7 +120,7 @@ class Engine(MoveOperations):
             return ReadResult(inode, children=children)
         if options.head:  # HEAD ignores Range (api.md §1.7)
             return ReadResult(inode)
-        async with self._commit_lock(path):
+        async with self._read_lock(path):
             # Under the lock the bytes opened are those the metadata describes.
             inode = await self.stat(identity, path)
             evaluate_preconditions(options.preconditions, path, inode, safe_method=True)
@@ -575,7 +575,7 @@ class Engine(MoveOperations):
             raise NotFound(link.path)
         if not consume:
             return ReadResult(inode)
-        async with self._commit_lock(link.path):
+        async with self._read_lock(link.path):
             inode = await self.metadata.get(link.path)
             if inode is None or not inode.is_file:
                 raise NotFound(link.path)

@@ -46,6 +46,7 @@ from callfs_core.ports import (
     LockPort,
     MetadataPort,
     PeerPort,
+    SharedLockPort,
 )
 
 __all__ = [
@@ -168,6 +169,10 @@ class EngineBase:
         # Instance-local locks for commits vs. readers; the writers' lock
         # manager when none is given (it is then local too).
         self.commit_locks = commit_locks or locks
+        # Checked once: a runtime protocol check costs too much on every read.
+        self._shared_locks = (
+            self.commit_locks if isinstance(self.commit_locks, SharedLockPort) else None
+        )
         self.signer = signer
         self.clock = clock
         self.ids = ids
@@ -376,6 +381,15 @@ class EngineBase:
         """
         names = [f"commit:{p}" for p in paths]
         return self.commit_locks.hold(*names, timeout=self.config.file_op_timeout)
+
+    def _read_lock(self, path: FsPath) -> AbstractAsyncContextManager[None]:
+        """The reader's side of :meth:`_commit_lock`: shared when the lock manager
+        can, so that readers of one file do not wait for each other."""
+        if self._shared_locks is not None:
+            return self._shared_locks.hold_shared(
+                f"commit:{path}", timeout=self.config.file_op_timeout
+            )
+        return self._commit_lock(path)
 
     async def _discard_bytes(self, inode: Inode) -> None:
         owner = self._owner_elsewhere(inode)

@@ -27,6 +27,7 @@ __all__ = [
     "MetadataPort",
     "PeerPort",
     "RateLimitPort",
+    "SharedLockPort",
     "StagedBlob",
 ]
 
@@ -342,6 +343,19 @@ class LockPort(Protocol):
 
     async def health(self) -> None:
         """Raise BackendUnavailable when the lock service is unreachable."""
+        ...
+
+
+@runtime_checkable
+class SharedLockPort(LockPort, Protocol):
+    """A :class:`LockPort` that also has shared holds (readers of the same bytes)."""
+
+    def hold_shared(self, name: str, *, timeout: float) -> AbstractAsyncContextManager[None]:
+        """Hold ``name`` shared: with other shared holders, never with a :meth:`hold`.
+
+        Raises:
+            LockTimeout: not obtained within ``timeout`` seconds.
+        """
         ...
 
 

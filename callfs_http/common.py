@@ -193,6 +193,9 @@ def check_content_length(request: Request, limit: int) -> None:
         raise PayloadTooLarge(limit)
 
 
+SMALL_BODY: Final = 64 * 1024
+
+
 class BlobResponse(Response):
     """Streams a backend reader to the client and always closes it, also when
     the client goes away mid-transfer."""
@@ -205,14 +208,17 @@ class BlobResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         reader = self.reader
+        start = {"type": "http.response.start", "status": self.status_code}
+        start["headers"] = self.raw_headers
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
+            if reader is not None and scope["method"] != "HEAD" and 0 <= reader.size <= SMALL_BODY:
+                # A small body is read first and leaves with the headers: no task
+                # watching for a disconnect during what is a single write.
+                body = b"".join([chunk async for chunk in reader])
+                await send(start)
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(start)
             if reader is None or scope["method"] == "HEAD":
                 await send({"type": "http.response.body", "body": b""})
                 return

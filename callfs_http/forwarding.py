@@ -100,7 +100,8 @@ class _Relay:
 
     def __init__(self, answer: httpx.Response) -> None:
         self._answer = answer
-        self.size = int(answer.headers.get("content-length", "0") or 0)
+        length = answer.headers.get("content-length", "")
+        self.size = int(length) if length.isdigit() else -1  # -1: unknown, streamed
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()

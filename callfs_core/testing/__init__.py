@@ -26,8 +26,14 @@ pytest.register_assert_rewrite(
 )
 
 from callfs_core.testing.blobs import BlobBackendContract  # noqa: E402
-from callfs_core.testing.locks import LockContract  # noqa: E402
+from callfs_core.testing.locks import LockContract, SharedLockContract  # noqa: E402
 from callfs_core.testing.metadata import MetadataContract  # noqa: E402
 from callfs_core.testing.signer import LinkSignerContract  # noqa: E402
 
-__all__ = ["BlobBackendContract", "LinkSignerContract", "LockContract", "MetadataContract"]
+__all__ = [
+    "BlobBackendContract",
+    "LinkSignerContract",
+    "LockContract",
+    "MetadataContract",
+    "SharedLockContract",
+]

@@ -12,9 +12,9 @@ import anyio
 import pytest
 
 from callfs_core.errors import LockTimeout
-from callfs_core.ports import LockPort
+from callfs_core.ports import LockPort, SharedLockPort
 
-__all__ = ["LockContract"]
+__all__ = ["LockContract", "SharedLockContract"]
 
 PATIENT = 10.0  # seconds: long enough never to expire in a passing test
 BRIEF = 0.05  # seconds: a wait that is expected to time out
@@ -185,3 +185,92 @@ class LockContract:
 
     async def test_health(self, locks: LockPort) -> None:
         await locks.health()
+
+
+class SharedLockContract:
+    """Tests every ``SharedLockPort`` must pass (besides :class:`LockContract`).
+    Override ``locks``."""
+
+    pytestmark = pytest.mark.anyio
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "asyncio"
+
+    @pytest.fixture
+    def locks(self) -> SharedLockPort:
+        raise NotImplementedError("override the `locks` fixture to yield a lock manager")
+
+    async def test_shared_holders_do_not_wait_for_each_other(self, locks: SharedLockPort) -> None:
+        inside = 0
+        most = 0
+
+        async def reader() -> None:
+            nonlocal inside, most
+            async with locks.hold_shared("/f", timeout=BRIEF * 20):
+                inside += 1
+                most = max(most, inside)
+                await anyio.sleep(0.05)
+                inside -= 1
+
+        async with anyio.create_task_group() as group:
+            for _ in range(10):
+                group.start_soon(reader)
+        assert most == 10
+
+    async def test_exclusive_and_shared_exclude_each_other(self, locks: SharedLockPort) -> None:
+        log: list[str] = []
+
+        async def writer(started: anyio.Event) -> None:
+            async with locks.hold("/f", timeout=PATIENT):
+                started.set()
+                log.append("writer in")
+                await anyio.sleep(0.05)
+                log.append("writer out")
+
+        async def reader() -> None:
+            async with locks.hold_shared("/f", timeout=PATIENT):
+                log.append("reader in")
+                await anyio.sleep(0.05)
+                log.append("reader out")
+
+        async with anyio.create_task_group() as group:
+            started = anyio.Event()
+            group.start_soon(writer, started)
+            await started.wait()
+            group.start_soon(reader)
+        assert log == ["writer in", "writer out", "reader in", "reader out"]
+
+        log.clear()
+        async with anyio.create_task_group() as group:
+            group.start_soon(reader)
+            await anyio.sleep(0.01)
+            group.start_soon(writer, anyio.Event())
+        assert log == ["reader in", "reader out", "writer in", "writer out"]
+
+    async def test_timeouts_both_ways(self, locks: SharedLockPort) -> None:
+        async def try_shared() -> None:
+            with pytest.raises(LockTimeout):
+                async with locks.hold_shared("/f", timeout=BRIEF):
+                    pass  # pragma: no cover
+
+        async def try_exclusive() -> None:
+            with pytest.raises(LockTimeout):
+                async with locks.hold("/f", timeout=BRIEF):
+                    pass  # pragma: no cover
+
+        async with locks.hold("/f", timeout=PATIENT), anyio.create_task_group() as group:
+            group.start_soon(try_shared)
+        shared = locks.hold_shared("/f", timeout=PATIENT)
+        async with shared, anyio.create_task_group() as group:
+            group.start_soon(try_exclusive)
+        # Nothing is left held.
+        async with locks.hold("/f", timeout=1.0), locks.hold("/g", timeout=1.0):
+            pass
+
+    async def test_cancelled_shared_holder_releases(self, locks: SharedLockPort) -> None:
+        with anyio.move_on_after(0.05):
+            async with locks.hold_shared("/f", timeout=PATIENT):
+                await anyio.sleep_forever()
+        async with locks.hold("/f", timeout=1.0):
+            pass

@@ -13,10 +13,10 @@ import pytest
 
 from callfs_adapters.file_lock import FileLockManager
 from callfs_core.errors import LockTimeout
-from callfs_core.testing import LockContract
+from callfs_core.testing import LockContract, SharedLockContract
 
 
-class TestFileLocks(LockContract):
+class TestFileLocks(LockContract, SharedLockContract):
     @pytest.fixture
     def locks(self, tmp_path: Path) -> FileLockManager:
         manager = FileLockManager(str(tmp_path / "locks"))
@@ -32,10 +32,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _hold_in_child(folder: str, ready: object, release: object) -> None:
+def _hold_in_child(folder: str, ready: object, release: object, shared: bool = False) -> None:
     async def main() -> None:
         manager = FileLockManager(folder)
-        async with manager.hold("/shared", timeout=5):
+        if shared:
+            held = manager.hold_shared("/shared", timeout=5)
+        else:
+            held = manager.hold("/shared", timeout=5)
+        async with held:
             ready.set()  # type: ignore[attr-defined]
             release.wait(10)  # type: ignore[attr-defined]
 
@@ -105,3 +109,29 @@ def test_no_lost_updates_across_processes(tmp_path: Path) -> None:
         child.join(60)
         assert child.exitcode == 0
     assert counter.read_text() == "300"
+
+
+async def test_shared_holds_across_processes(tmp_path: Path) -> None:
+    folder = str(tmp_path / "locks")
+    manager = FileLockManager(folder)
+    manager.open()
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    child = context.Process(target=_hold_in_child, args=(folder, ready, release, True))
+    child.start()
+    try:
+        assert await anyio.to_thread.run_sync(ready.wait, 20)
+        # Another process's reader does not stop ours, but stops a writer.
+        async with manager.hold_shared("/shared", timeout=0.1):
+            pass
+        with pytest.raises(LockTimeout):
+            async with manager.hold("/shared", timeout=0.1):
+                pass
+        release.set()
+        async with manager.hold("/shared", timeout=5):
+            pass
+    finally:
+        release.set()
+        child.join(10)
+    assert child.exitcode == 0
+    assert os.listdir(folder) == []  # the last holder removed the lock file

@@ -7,10 +7,10 @@ import pytest
 
 from callfs_adapters.local_lock import LocalLockManager
 from callfs_core.errors import LockTimeout
-from callfs_core.testing import LockContract
+from callfs_core.testing import LockContract, SharedLockContract
 
 
-class TestLocalLocks(LockContract):
+class TestLocalLocks(LockContract, SharedLockContract):
     @pytest.fixture
     def locks(self) -> LocalLockManager:
         return LocalLockManager()
