@@ -89,6 +89,9 @@ class MoveOperations(EngineBase):
         its local part: ``None`` for none, ``_SEVERAL`` when several instances do
         (such a tree cannot move as one)."""
         backends = {directory.backend}
+        if len(self.backends) == 1 and not self.config.peers:
+            # One backend, one instance: nothing to find (and no subtree to read).
+            return backends, directory.instance_id
         owners = {directory.instance_id} - {None}
         for inode in await self.metadata.list_subtree(directory.path):
             backends.add(inode.backend)

@@ -6,7 +6,7 @@ import http.client
 import json
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,3 +182,23 @@ def run_concurrently(count: int, action: Callable[[int], Any]) -> list[Any]:
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, errors
     return results
+
+
+def put_concurrently(
+    servers: Sequence[Any], path: str, uploads: list[bytes]
+) -> list[tuple[int, str]]:
+    """PUT ``uploads[i]`` to ``path`` through ``servers[i % len(servers)]``, all at once
+    (connections opened first); the (status, body) of each answer, in order."""
+    workers = [servers[i % len(servers)].client("alice") for i in range(len(uploads))]
+    try:
+        for worker in workers:
+            worker.get("/health")
+
+        def upload(index: int) -> tuple[int, str]:
+            response = workers[index].put(path, content=uploads[index])
+            return response.status_code, response.text
+
+        return run_concurrently(len(uploads), upload)
+    finally:
+        for worker in workers:
+            worker.close()

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from cluster import READ_TIMEOUT, start_cluster, stop_cluster
 from conftest import STACK, Server
-from helpers import assert_error, run_concurrently
+from helpers import assert_error, put_concurrently
 
 pytestmark = pytest.mark.skipif(
     STACK != "postgres-redis",
@@ -136,19 +136,7 @@ def test_concurrent_puts_through_every_instance(
     count = 30
     uploads = [os.urandom(50_000 + 997 * i) for i in range(count)]
     digests = {hashlib.sha256(u).hexdigest() for u in uploads}
-    workers = [cluster[NAMES[i % 3]].client("alice") for i in range(count)]
-    try:
-        for worker in workers:
-            worker.get("/health")
-
-        def upload(index: int) -> tuple[int, str]:
-            response = workers[index].put(path, content=uploads[index])
-            return response.status_code, response.text
-
-        results = run_concurrently(count, upload)
-    finally:
-        for worker in workers:
-            worker.close()
+    results = put_concurrently([cluster[name] for name in NAMES], path, uploads)
     assert [status for status, _ in results] == [200] * count, results
     answers = [client.get(path) for client in clients.values()]
     assert answers[0].content == answers[1].content == answers[2].content

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from cluster import start_cluster, stop_cluster
 from conftest import STACK, Server, s3_backend_config
-from helpers import run_concurrently
+from helpers import put_concurrently, run_concurrently
 
 pytestmark = pytest.mark.skipif(
     STACK != "postgres-redis",
@@ -47,19 +47,7 @@ def test_concurrent_puts_split_across_instances(
     path = f"/v1/files/{unique}/contended.bin"
     assert clients[0].post(f"/v1/files/{unique}/").status_code == 201
     # Every other upload goes through the other instance.
-    workers = [pair[i % 2].client("alice") for i in range(count)]
-    try:
-        for worker in workers:
-            worker.get("/health")
-
-        def upload(index: int) -> tuple[int, str]:
-            response = workers[index].put(path, content=uploads[index])
-            return response.status_code, response.text
-
-        results = run_concurrently(count, upload)
-    finally:
-        for worker in workers:
-            worker.close()
+    results = put_concurrently(list(pair), path, uploads)
 
     statuses = [status for status, _ in results]
     assert all(status in (200, 201) for status in statuses), results
