@@ -1,10 +1,24 @@
 """SQLite metadata (the embedded default ``MetadataPort``).
 
-One connection, used by one worker thread at a time (an anyio lock guards
-it), in WAL mode with a busy timeout so that several processes (one per
-server worker) can share the database file. Every mutation runs in a
-``BEGIN IMMEDIATE`` transaction, so its checks and its writes are atomic
-across processes too.
+One connection for changes and scans, used by one worker thread at a time
+(an anyio lock guards it), in WAL mode with a busy timeout so that several
+processes (one per server worker) can share the database file. Every
+mutation runs in a ``BEGIN IMMEDIATE`` transaction, so its checks and its
+writes are atomic across processes too.
+
+Point lookups and single-entry changes (``get``, ``get_many``, ``create``,
+``update``, a non-recursive ``delete``, the link calls) first run on a second
+connection directly on the event loop: an indexed statement takes
+microseconds, while a hop to a thread and back costs more than the query and,
+under load, a context switch or two (design.md §5, "thread hops decide small
+files"). That connection never waits (busy timeout 0): in WAL mode a reader
+never waits for a writer, and when another connection holds the write lock,
+``BEGIN IMMEDIATE`` fails at once, having changed nothing, and the call moves
+to the threaded connection, which waits up to the busy timeout. Scans
+(listings, subtrees) and renames, which can touch many rows, always run in
+the thread. SQLite's automatic checkpoint (when the WAL passes 1,000 pages)
+then also runs on the loop, after the change that crossed the mark: a few
+milliseconds every few hundred changes.
 
 Paths are stored as UTF-8 ``TEXT`` compared with SQLite's default ``BINARY``
 collation (byte-wise, which is code-point order). The children of a
@@ -229,6 +243,27 @@ def _connect(database: str, busy_timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _connect_inline(database: str) -> sqlite3.Connection:
+    """The connection used on the event loop (the schema exists by now): it never
+    waits for a lock (busy timeout 0), so it never blocks the loop on one."""
+    conn = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _is_busy(exc: BaseException | None) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -495,6 +530,7 @@ class SqliteMetadataStore:
         self._database = path
         self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
+        self._inline: sqlite3.Connection | None = None
         self._lock: anyio.Lock | None = None
 
     async def open(self) -> None:
@@ -506,6 +542,8 @@ class SqliteMetadataStore:
             self._conn = await anyio.to_thread.run_sync(
                 _connect, self._database, self._busy_timeout
             )
+            if self._database != ":memory:" and not self._database.startswith("file:"):
+                self._inline = _connect_inline(self._database)
 
     async def close(self) -> None:
         conn, lock = self._conn, self._lock
@@ -513,7 +551,38 @@ class SqliteMetadataStore:
             return
         async with lock:
             self._conn = None
+            if self._inline is not None:
+                self._inline.close()
+                self._inline = None
             await anyio.to_thread.run_sync(conn.close)
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (in any process)
+        commits to the database: SQLite's ``PRAGMA data_version``, read inline.
+
+        Raises:
+            BackendUnavailable: the store is not open, or the database fails.
+        """
+        inline = self._inline
+        if inline is None:
+            raise BackendUnavailable("the metadata store has no inline connection")
+        with _sqlite_errors():
+            value: int = inline.execute("PRAGMA data_version").fetchone()[0]
+        return value
+
+    async def _small(
+        self, path: object, func: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts
+    ) -> T:
+        """A call touching one entry: inline when the database is free, else threaded."""
+        inline = self._inline
+        if inline is not None:
+            try:
+                with _sqlite_errors(path):
+                    return func(inline, *args)
+            except BackendUnavailable as exc:
+                if not _is_busy(exc.__cause__):
+                    raise
+        return await self._run(path, func, *args)
 
     async def _run(
         self, path: object, func: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts
@@ -527,13 +596,13 @@ class SqliteMetadataStore:
 
     # -- inodes ---------------------------------------------------------------
     async def get(self, path: FsPath) -> Inode | None:
-        return await self._run(path, _get, path)
+        return await self._small(path, _get, path)
 
     async def get_many(self, paths: Sequence[FsPath]) -> dict[FsPath, Inode]:
         unique = sorted({str(path) for path in paths})
         if not unique:
             return {}
-        return await self._run("/", _get_many, unique)
+        return await self._small("/", _get_many, unique)
 
     async def list_children(
         self,
@@ -549,13 +618,15 @@ class SqliteMetadataStore:
         return await self._run(root, _list_subtree, root)
 
     async def create(self, inode: Inode) -> Inode:
-        return await self._run(inode.path, _create, inode)
+        return await self._small(inode.path, _create, inode)
 
     async def update(self, inode: Inode, *, expected_version: int | None = None) -> Inode:
-        return await self._run(inode.path, _update, inode, expected_version)
+        return await self._small(inode.path, _update, inode, expected_version)
 
     async def delete(self, path: FsPath, *, recursive: bool = False) -> list[Inode]:
-        return await self._run(path, _delete, path, recursive)
+        if recursive:
+            return await self._run(path, _delete, path, recursive)
+        return await self._small(path, _delete, path, recursive)
 
     async def rename(
         self,
@@ -570,13 +641,13 @@ class SqliteMetadataStore:
 
     # -- links ----------------------------------------------------------------
     async def create_link(self, link: Link) -> None:
-        await self._run(link.path, _create_link, link)
+        await self._small(link.path, _create_link, link)
 
     async def get_link(self, token_id: str) -> Link | None:
-        return await self._run("/", _get_link, token_id)
+        return await self._small("/", _get_link, token_id)
 
     async def consume_link(self, token_id: str, *, used_at: datetime, client_ip: str) -> bool:
-        return await self._run("/", _consume_link, token_id, _micros(used_at), client_ip)
+        return await self._small("/", _consume_link, token_id, _micros(used_at), client_ip)
 
     async def cleanup_links(self, *, now: datetime, used_before: datetime) -> int:
         return await self._run("/", _cleanup_links, _micros(now), _micros(used_before))
