@@ -113,22 +113,19 @@ class Engine(MoveOperations):
             NotFound, PermissionDenied, PreconditionFailed, NotModified,
             RangeNotSatisfiable, BackendUnavailable.
         """
-        inode = await self.stat(identity, path)
-        evaluate_preconditions(options.preconditions, path, inode, safe_method=True)
-        if inode.is_dir:
-            children = None if options.head else await self.metadata.list_children(path)
-            return ReadResult(inode, children=children)
         if options.head:  # HEAD ignores Range (api.md §1.7)
+            inode = await self.stat(identity, path)
+            evaluate_preconditions(options.preconditions, path, inode, safe_method=True)
             return ReadResult(inode)
         async with self._read_lock(path):
             # Under the lock the bytes opened are those the metadata describes.
             inode = await self.stat(identity, path)
             evaluate_preconditions(options.preconditions, path, inode, safe_method=True)
-            if inode.is_dir:
-                return ReadResult(inode, children=await self.metadata.list_children(path))
-            byte_range = resolve_range(options.range_header, options.if_range, inode)
-            reader = await self._open(inode, byte_range, identity)
-        return ReadResult(inode, reader=reader, byte_range=byte_range)
+            if not inode.is_dir:
+                byte_range = resolve_range(options.range_header, options.if_range, inode)
+                reader = await self._open(inode, byte_range, identity)
+                return ReadResult(inode, reader=reader, byte_range=byte_range)
+        return ReadResult(inode, children=await self.metadata.list_children(path))
 
     async def list(
         self,

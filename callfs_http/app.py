@@ -116,7 +116,15 @@ def create_app(
         # Paths may contain any character, newlines included (they are then
         # rejected as INVALID_PATH); Starlette's ".*" would not match those.
         route.path_regex = re.compile(route.path_regex.pattern, re.DOTALL)
-    middleware = [Middleware(EdgeMiddleware, authenticator=authenticator, metrics=metrics)]
+    middleware = [
+        Middleware(
+            EdgeMiddleware,
+            authenticator=authenticator,
+            metrics=metrics,
+            read_timeout=settings.read_timeout,
+            write_timeout=settings.write_timeout,
+        )
+    ]
     if tracer is not None:
         from callfs_http.tracing import TracingMiddleware
 

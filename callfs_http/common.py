@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import anyio
 import attrs
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -53,6 +53,9 @@ class HttpSettings:
     download_rps: float = 10.0
     download_burst: int = 5
     version: str = "0.1.0"
+    # Idle timeouts of a request body and of a response body (seconds; None: none).
+    read_timeout: float | None = None
+    write_timeout: float | None = None
 
 
 @attrs.define
@@ -222,18 +225,26 @@ class BlobResponse(Response):
             if reader is None or scope["method"] == "HEAD":
                 await send({"type": "http.response.body", "body": b""})
                 return
-            async with anyio.create_task_group() as group:
+            try:
+                async with anyio.create_task_group() as group:
 
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
+                    async def watch_disconnect() -> None:
+                        while (await receive())["type"] != "http.disconnect":
+                            pass
+                        group.cancel_scope.cancel()
+
+                    group.start_soon(watch_disconnect)
+                    async for chunk in reader:
+                        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+                        await send(message)
+                    await send({"type": "http.response.body", "body": b""})
                     group.cancel_scope.cancel()
-
-                group.start_soon(watch_disconnect)
-                async for chunk in reader:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
-                group.cancel_scope.cancel()
+            except BaseExceptionGroup as group_error:
+                # The client went away (or stopped reading): say so plainly.
+                _, rest = group_error.split(ClientDisconnect)
+                if rest is None:
+                    raise ClientDisconnect() from None
+                raise
         finally:
             if reader is not None:
                 with anyio.CancelScope(shield=True):

@@ -1,11 +1,12 @@
 """The edge of every request: request ids, security headers, authentication,
-request metrics, the access log line and the last-resort 500 (api.md §1.1,
-§1.4, §1.5, §5)."""
+request metrics, the access log line, the idle timeouts of bodies and the
+last-resort 500 (api.md §1.1, §1.4, §1.5, §1.9, §5)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import secrets
+import random
 import time
 from typing import Final
 
@@ -94,18 +95,43 @@ def _needs_key(path: str) -> bool:
     return path.startswith("/v1/") or path == "/metrics"
 
 
+# A response body part this long, or one of several, may wait for the client
+# to read; shorter single bodies go out in one write.
+_WATCHED_BODY: Final = 64 * 1024
+
+
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, *, authenticator: Authenticator, metrics: Metrics) -> None:
+    """The outermost layer of the API (inside the tracing span, when traced).
+
+    ``read_timeout`` / ``write_timeout`` (api.md §1.9): the longest a request
+    body may stall between two parts, and a response body part may wait for
+    the client to take it. A stalled upload ends with 408 ``REQUEST_TIMEOUT``
+    and the connection closed (nothing of it is stored); a stalled download is
+    cut off.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authenticator: Authenticator,
+        metrics: Metrics,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
+    ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.metrics = metrics
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        request_id = secrets.token_hex(8)
+        # An identifier, not a secret: no need for the system's randomness.
+        request_id = f"{random.getrandbits(64):016x}"
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         method: str = scope["method"]
@@ -117,8 +143,19 @@ class EdgeMiddleware:
         sent_bytes = [0]
         body_read = [not _has_body(scope)]
 
+        stalled: list[str] = []
+
         async def receive_wrapper() -> Message:
-            message = await receive()
+            if self.read_timeout is None or body_read[0]:
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout(self.read_timeout):
+                        message = await receive()
+                except TimeoutError:
+                    # To the application the client is gone; it answers 408 below.
+                    stalled.append("read")
+                    return {"type": "http.disconnect"}
             if message["type"] == "http.request" and not message.get("more_body", False):
                 body_read[0] = True
             return message
@@ -137,7 +174,18 @@ class EdgeMiddleware:
                     headers.append((b"connection", b"close"))
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
-                sent_bytes[0] += len(message.get("body", b""))
+                body = message.get("body", b"")
+                sent_bytes[0] += len(body)
+                if self.write_timeout is not None and (
+                    len(body) > _WATCHED_BODY or message.get("more_body", False)
+                ):
+                    try:
+                        async with asyncio.timeout(self.write_timeout):
+                            await send(message)
+                    except TimeoutError:
+                        stalled.append("write")
+                        raise ClientDisconnect() from None
+                    return
             await send(message)
 
         try:
@@ -158,7 +206,16 @@ class EdgeMiddleware:
                 state["identity"] = identity
             await self.app(scope, receive_wrapper, send_wrapper)
         except ClientDisconnect:
-            log.info("client disconnected (request id %s)", request_id)
+            if not stalled:
+                log.info("client disconnected (request id %s)", request_id)
+            elif stalled[0] == "write":
+                log.info(
+                    "client took nothing for %ss: response cut off (request id %s)",
+                    self.write_timeout,
+                    request_id,
+                )
+            elif not status_sent:
+                await self._send_timeout(send_wrapper, method)
         except Exception as exc:
             log.exception("unhandled error (request id %s)", request_id)
             trace.get_current_span().record_exception(exc)
@@ -177,6 +234,11 @@ class EdgeMiddleware:
             self.metrics.http_duration.labels(method, label).observe(duration)
             if access_log.isEnabledFor(logging.INFO):
                 _log_access(scope, label, status, sent_bytes[0], duration)
+
+    async def _send_timeout(self, send: Send, method: str) -> None:
+        message = f"no part of the request body arrived for {self.read_timeout:g}s"
+        body = error_body("REQUEST_TIMEOUT", message)
+        await _send_json(send, 408, body, method)
 
     async def _send_error(self, send: Send, method: str, exc: AuthenticationFailed) -> None:
         reply = reply_for(exc, method)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
@@ -30,12 +31,22 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# Formatting dates and digests is a good part of a small GET's cost; a read
+# mostly repeats the last ones.
+@functools.lru_cache(maxsize=4096)
 def rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.lru_cache(maxsize=4096)
 def http_date(value: datetime) -> str:
     return format_datetime(value.astimezone(UTC).replace(microsecond=0), usegmt=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def repr_digest(sha256_hex: str) -> str:
+    """The ``Repr-Digest`` value (RFC 9530) of a hex SHA-256."""
+    return f"sha-256=:{base64.b64encode(bytes.fromhex(sha256_hex)).decode()}:"
 
 
 def parse_http_date(value: str | None) -> datetime | None:
@@ -83,9 +94,7 @@ def inode_headers(inode: Inode) -> dict[str, str]:
         headers["X-CallFS-SHA256"] = inode.sha256
         headers["ETag"] = f'"{inode.sha256}"'
         headers["Last-Modified"] = http_date(inode.mtime)
-        headers["Repr-Digest"] = (
-            f"sha-256=:{base64.b64encode(bytes.fromhex(inode.sha256)).decode()}:"
-        )
+        headers["Repr-Digest"] = repr_digest(inode.sha256)
     return headers
 
 
