@@ -4,8 +4,14 @@ It caches single-path lookups (``get`` and the paths of ``get_many``,
 including "nothing there") for a bounded time, and forgets every affected
 path on each change made through it. It therefore never serves stale data as
 long as every change goes through this one object — which holds when one
-process owns the database (SQLite with one worker). The composition root
-switches it off otherwise (several workers or instances sharing a database).
+process owns the database (SQLite with one worker).
+
+When other processes change the database too (the workers of one instance
+sharing an SQLite file), ``version`` tells it about their changes: a cheap
+token (SQLite's ``PRAGMA data_version``) read before every lookup, which
+changes whenever another connection commits. A changed token empties the
+cache. The composition root switches the cache off where no such token
+exists (instances sharing PostgreSQL).
 """
 
 from __future__ import annotations
@@ -34,11 +40,16 @@ class CachingMetadataStore:
         ttl: float = 300.0,
         entries: int = 1000,
         clock: Callable[[], float] = time.monotonic,
+        version: Callable[[], object] | None = None,
     ) -> None:
+        """``version``: a token that changes whenever a change is committed by
+        anything but this object (None: every change goes through this object)."""
         self.inner = inner
         self.ttl = ttl
         self.entries = entries
         self._clock = clock
+        self._version = version
+        self._seen_version: object = _MISSING
         # path -> (expiry, inode or None); least recently used first.
         self._cache: OrderedDict[FsPath, tuple[float, Inode | None]] = OrderedDict()
         self.hits = 0
@@ -48,6 +59,19 @@ class CachingMetadataStore:
         self._generation = 0
 
     # -- cache bookkeeping ----------------------------------------------------------
+    def _check_version(self) -> None:
+        """Empty the cache when someone else committed a change since the last look."""
+        if self._version is None:
+            return
+        try:
+            current = self._version()
+        except Exception:  # unknown: assume changed, the store answers the lookup
+            current = object()
+        if current != self._seen_version:
+            self._seen_version = current
+            self._generation += 1
+            self._cache.clear()
+
     def _lookup(self, path: FsPath) -> Inode | object | None:
         found = self._cache.get(path)
         if found is None:
@@ -78,6 +102,7 @@ class CachingMetadataStore:
 
     # -- reads ----------------------------------------------------------------------
     async def get(self, path: FsPath) -> Inode | None:
+        self._check_version()
         cached = self._lookup(path)
         if cached is not _MISSING:
             self.hits += 1
@@ -91,6 +116,7 @@ class CachingMetadataStore:
     async def get_many(self, paths: Sequence[FsPath]) -> dict[FsPath, Inode]:
         result: dict[FsPath, Inode] = {}
         wanted: list[FsPath] = []
+        self._check_version()
         for path in paths:
             cached = self._lookup(path)
             if cached is _MISSING:

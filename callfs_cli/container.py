@@ -74,19 +74,22 @@ def _metadata_store(settings: Settings) -> MetadataPort:
     )
 
 
-def _cached(settings: Settings, store: MetadataPort) -> MetadataPort:
-    """The cache sits in front of the (instrumented) store only where every change
-    goes through it: one process owning an SQLite database. With several workers
-    or a shared PostgreSQL another process could change an entry behind it."""
+def _cached(settings: Settings, store: MetadataPort, raw: MetadataPort) -> MetadataPort:
+    """The cache sits in front of the (instrumented) store where it can know of
+    every change: SQLite, where one worker makes every change itself and
+    several workers learn of each other's commits from ``PRAGMA data_version``
+    (checked before each lookup). Instances sharing PostgreSQL have no such
+    signal: no cache there."""
     meta = settings.metadata_store
-    if (
-        meta.type == "sqlite"
-        and settings.server.workers <= 1
-        and meta.cache_ttl > 0
-        and meta.cache_entries > 0
-    ):
-        return CachingMetadataStore(store, ttl=meta.cache_ttl, entries=meta.cache_entries)
-    return store
+    if meta.type != "sqlite" or meta.cache_ttl <= 0 or meta.cache_entries <= 0:
+        return store
+    version = None
+    if settings.server.workers > 1:
+        assert isinstance(raw, SqliteMetadataStore)
+        version = raw.data_version
+    return CachingMetadataStore(
+        store, ttl=meta.cache_ttl, entries=meta.cache_entries, version=version
+    )
 
 
 def shared_state_dir(settings: Settings) -> str:
@@ -223,6 +226,8 @@ def _http_settings(settings: Settings) -> HttpSettings:
         download_rps=rl.download_rps,
         download_burst=rl.download_burst,
         version=VERSION,
+        read_timeout=settings.server.read_timeout or None,
+        write_timeout=settings.server.write_timeout or None,
     )
 
 
@@ -262,6 +267,7 @@ class Container(containers.DeclarativeContainer):
             ),
             tracer,
         ),
+        raw_metadata,
     )
     raw_locks = providers.Singleton(_lock_manager, settings, metrics)
     locks = providers.Singleton(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
+import attrs
 import pytest
 
 from callfs_adapters.memory_metadata import InMemoryMetadataStore
@@ -105,3 +106,56 @@ async def test_a_lookup_racing_with_a_change_is_not_cached() -> None:
         await cache.delete(FsPath.parse("/d"))  # ... which is deleted meanwhile
         finish.set()
     assert await cache.get(FsPath.parse("/d")) is None
+
+
+class TestCachedSqliteSharedFile(MetadataContract):
+    """The cache of one worker, watching ``data_version``, over a file a second
+    connection (another worker) shares."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[CachingMetadataStore]:
+        inner = SqliteMetadataStore(str(tmp_path / "callfs.db"))
+        await inner.open()
+        cached = CachingMetadataStore(inner, version=inner.data_version)
+        yield cached
+        await cached.close()
+
+
+async def test_changes_committed_by_another_process_are_seen_at_once(tmp_path: Path) -> None:
+    database = str(tmp_path / "callfs.db")
+    mine, other = SqliteMetadataStore(database), SqliteMetadataStore(database)
+    await mine.open()
+    await other.open()
+    cache = CachingMetadataStore(mine, version=mine.data_version)
+    try:
+        await cache.create(node("/"))
+        await cache.create(node("/d"))
+        path = FsPath.parse("/d/f")
+        assert await cache.get(path) is None  # "missing" is cached ...
+        assert await cache.get(path) is None
+        assert cache.hits == 1
+        await other.create(node("/d/f", Kind.FILE))  # ... until another worker creates it
+        assert (await cache.get(path)) is not None
+        assert (await cache.get_many([path]))[path].mode == 0o755
+        current = await other.get(path)
+        assert current is not None
+        await other.update(attrs.evolve(current, mode=0o600))
+        assert (await cache.get_many([ROOT, path]))[path].mode == 0o600
+        await other.delete(path)
+        assert await cache.get(path) is None
+    finally:
+        await cache.close()
+        await other.close()
+
+
+async def test_an_unreadable_version_means_no_cached_answers() -> None:
+    inner = InMemoryMetadataStore()
+
+    def broken() -> object:
+        raise RuntimeError("no version")
+
+    cache = CachingMetadataStore(inner, version=broken)
+    await cache.create(node("/"))
+    await cache.get(ROOT)
+    await cache.get(ROOT)
+    assert cache.hits == 0
