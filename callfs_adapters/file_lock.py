@@ -1,12 +1,20 @@
-"""Named locks shared by the worker processes of one instance (``flock`` on lock files).
+"""Named locks shared by the worker processes of one instance (byte-range locks on one file).
 
 With ``server.workers`` > 1 every worker is its own process, so an in-process
-lock no longer serialises writers. Each held name is a lock file
-``<folder>/<sha256 of the name>.lock`` locked with ``flock``; the holder
-deletes it on release, so only held or awaited names occupy the disk. The
-classic unlink race (a waiter locks a file the previous holder just deleted)
-is closed by comparing the locked descriptor's inode with the path's after
-locking, and retrying when they differ.
+lock no longer serialises writers. Every name maps to one byte of the lock
+file ``<folder>/locks`` (its offset: 63 bits of the name's BLAKE2b hash; the
+file stays empty, a POSIX lock may lie beyond its end), and holding the name
+means holding a POSIX record lock (``fcntl.lockf``) on that byte: exclusive
+for :meth:`FileLockManager.hold`, shared for
+:meth:`FileLockManager.hold_shared`.
+
+A held lock costs two system calls (lock, unlock) on a descriptor each process
+opens once; nothing is created or removed per name. POSIX record locks belong
+to the process, not to a task: tasks of one process therefore meet in an
+in-process readers–writer lock on the same byte first, so that a process
+holds each byte in one mode at a time; the first of its shared holders locks
+the byte, the last unlocks it. Two names sharing a byte (a 2⁻⁶³ chance) would
+only make their holders wait for each other.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
 
 import anyio
 
@@ -30,20 +39,31 @@ __all__ = ["FileLockManager"]
 
 FIRST_POLL = 0.001
 MAX_POLL = 0.02
+LOCK_FILE = "locks"
+
+
+def lock_offset(name: str) -> int:
+    """The byte of the lock file that stands for ``name``."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
 
 
 class FileLockManager:
     """A LockPort for the processes of one machine sharing ``folder``.
 
     Within a process, tasks queue on an in-process lock first (no polling);
-    across processes, waiters poll ``flock`` with a short exponential backoff.
-    :meth:`hold_shared` takes ``LOCK_SH``: shared holders, in any process, do
-    not wait for each other.
+    across processes, waiters poll the byte lock with a short exponential
+    backoff. :meth:`hold_shared` holders, in any process, do not wait for each
+    other.
     """
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
         self._local = LocalLockManager()
+        self._fd: int | None = None
+        self._pid = 0
+        # byte -> this process's shared holders while it holds the byte shared
+        self._shared: dict[int, int] = {}
 
     def open(self) -> None:
         """Create the lock folder (0700)."""
@@ -53,87 +73,61 @@ class FileLockManager:
     def held_count(self) -> int:
         return self._local.held_count
 
-    def _path(self, name: str) -> str:
-        return os.path.join(self.folder, hashlib.sha256(name.encode()).hexdigest() + ".lock")
+    def _file(self) -> int:
+        """This process's descriptor of the lock file (record locks are per process)."""
+        if self._fd is None or self._pid != os.getpid():
+            try:
+                fd = os.open(
+                    os.path.join(self.folder, LOCK_FILE),
+                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                    0o600,
+                )
+            except OSError as exc:
+                raise BackendUnavailable("the lock folder cannot be used") from exc
+            self._fd, self._pid = fd, os.getpid()
+        return self._fd
 
     def hold(self, *names: str, timeout: float) -> AbstractAsyncContextManager[None]:
-        return self._hold(sorted(set(names)), timeout)
+        return self._hold(sorted({lock_offset(name) for name in names}), timeout)
 
     @asynccontextmanager
-    async def _hold(self, names: list[str], seconds: float) -> AsyncIterator[None]:
+    async def _hold(self, offsets: list[int], seconds: float) -> AsyncIterator[None]:
         deadline = time.monotonic() + max(seconds, 0.0)
-        async with self._local.hold(*names, timeout=seconds):
-            taken: list[tuple[str, int]] = []
+        async with self._local.hold(*map(str, offsets), timeout=seconds):
+            taken: list[int] = []
             try:
-                for name in names:
-                    path = self._path(name)
-                    taken.append((path, await self._acquire(path, deadline)))
+                for offset in offsets:
+                    await self._acquire(offset, deadline, fcntl.LOCK_EX)
+                    taken.append(offset)
                 yield
             finally:
-                for path, fd in reversed(taken):
-                    # Unlink while still holding the lock: a waiter that opened
-                    # the old file notices the inode change and retries.
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-                    os.close(fd)
+                for offset in reversed(taken):
+                    self._unlock(offset)
 
     def hold_shared(self, name: str, *, timeout: float) -> AbstractAsyncContextManager[None]:
-        return self._hold_shared(name, timeout)
+        return _SharedHold(self, lock_offset(name), timeout)
 
-    @asynccontextmanager
-    async def _hold_shared(self, name: str, seconds: float) -> AsyncIterator[None]:
-        deadline = time.monotonic() + max(seconds, 0.0)
-        async with self._local.hold_shared(name, timeout=seconds):
-            path = self._path(name)
-            fd = await self._acquire(path, deadline, fcntl.LOCK_SH)
-            try:
-                yield
-            finally:
-                # The last holder removes the file: taking it exclusively at once
-                # proves nobody else holds it (a waiter that opened the old file
-                # notices the inode change and retries).
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    pass  # others hold it: the last of them removes it
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                            os.unlink(path)
-                os.close(fd)
-
-    async def _acquire(self, path: str, deadline: float, mode: int = fcntl.LOCK_EX) -> int:
+    async def _acquire(self, offset: int, deadline: float, mode: int) -> None:
         delay = FIRST_POLL
-        while True:
-            fd = self._try_lock(path, mode)
-            if fd is not None:
-                return fd
+        while not self._try_lock(offset, mode):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LockTimeout()
             await anyio.sleep(min(delay, remaining))
             delay = min(delay * 2, MAX_POLL)
 
-    def _try_lock(self, path: str, mode: int) -> int | None:
-        while True:
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError as exc:
-                raise BackendUnavailable("the lock folder cannot be used") from exc
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    return None
-                raise BackendUnavailable("the lock folder cannot be used") from exc
-            try:
-                current = os.stat(path).st_ino
-            except FileNotFoundError:
-                current = None
-            if current == os.fstat(fd).st_ino:
-                return fd
-            os.close(fd)  # the file was replaced under us: take the new one
+    def _try_lock(self, offset: int, mode: int) -> bool:
+        try:
+            fcntl.lockf(self._file(), mode | fcntl.LOCK_NB, 1, offset)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                return False
+            raise BackendUnavailable("the lock folder cannot be used") from exc
+        return True
+
+    def _unlock(self, offset: int) -> None:
+        with contextlib.suppress(OSError):  # only fails when the descriptor is gone
+            fcntl.lockf(self._file(), fcntl.LOCK_UN, 1, offset)
 
     async def health(self) -> None:
         if not await anyio.to_thread.run_sync(self._usable):
@@ -141,6 +135,49 @@ class FileLockManager:
 
     def _usable(self) -> bool:
         return os.path.isdir(self.folder) and os.access(self.folder, os.W_OK)
+
+
+class _SharedHold:
+    """One shared hold (a class, not a generator: readers take one per request)."""
+
+    __slots__ = ("_inner", "_manager", "_offset", "_seconds")
+
+    def __init__(self, manager: FileLockManager, offset: int, seconds: float) -> None:
+        self._manager = manager
+        self._offset = offset
+        self._seconds = seconds
+        self._inner: AbstractAsyncContextManager[None] | None = None
+
+    async def __aenter__(self) -> None:
+        manager, offset = self._manager, self._offset
+        deadline = time.monotonic() + max(self._seconds, 0.0)
+        inner = manager._local.hold_shared(str(offset), timeout=self._seconds)
+        await inner.__aenter__()
+        try:
+            if not manager._shared.get(offset):
+                # The first shared holder of this process locks the byte.
+                await manager._acquire(offset, deadline, fcntl.LOCK_SH)
+        except BaseException as exc:
+            await inner.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        manager._shared[offset] = manager._shared.get(offset, 0) + 1
+        self._inner = inner
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        manager, offset = self._manager, self._offset
+        left = manager._shared[offset] - 1
+        if left:
+            manager._shared[offset] = left
+        else:
+            del manager._shared[offset]
+            manager._unlock(offset)  # the last shared holder of this process
+        assert self._inner is not None
+        await self._inner.__aexit__(exc_type, exc, traceback)
 
 
 _check: type[LockPort] = FileLockManager

@@ -70,7 +70,7 @@ async def test_excludes_another_process(tmp_path: Path) -> None:
         release.set()
         await anyio.to_thread.run_sync(child.join, 20)
     assert child.exitcode == 0
-    assert os.listdir(folder) == []  # released locks leave no files behind
+    assert os.listdir(folder) == ["locks"]  # one file, whatever the names locked
 
 
 def _read(counter: str) -> int:
@@ -134,4 +134,42 @@ async def test_shared_holds_across_processes(tmp_path: Path) -> None:
         release.set()
         child.join(10)
     assert child.exitcode == 0
-    assert os.listdir(folder) == []  # the last holder removed the lock file
+    assert os.listdir(folder) == ["locks"]
+    assert Path(folder, "locks").stat().st_size == 0  # noqa: ASYNC240 (locks are not data)
+
+
+def _try_exclusive(folder: str, name: str) -> None:
+    """Exit 0 when ``name`` can be held exclusively within 0.2 s, 3 when not."""
+
+    async def main() -> int:
+        try:
+            async with FileLockManager(folder).hold(name, timeout=0.2):
+                return 0
+        except LockTimeout:
+            return 3
+
+    raise SystemExit(anyio.run(main))
+
+
+def _exclusive_in_child(folder: str, name: str) -> int | None:
+    child = multiprocessing.get_context("spawn").Process(target=_try_exclusive, args=(folder, name))
+    child.start()
+    child.join(20)
+    return child.exitcode
+
+
+async def test_the_last_reader_of_a_process_lets_writers_of_others_in(tmp_path: Path) -> None:
+    # Record locks belong to the process: the byte must stay locked while any
+    # task of this process still reads, and be free once none does.
+    folder = str(tmp_path / "locks")
+    manager = FileLockManager(folder)
+    manager.open()
+    first = manager.hold_shared("/f", timeout=1)
+    second = manager.hold_shared("/f", timeout=1)
+    await first.__aenter__()
+    await second.__aenter__()
+    await first.__aexit__(None, None, None)
+    assert await anyio.to_thread.run_sync(_exclusive_in_child, folder, "/f") == 3
+    assert await anyio.to_thread.run_sync(_exclusive_in_child, folder, "/g") == 0
+    await second.__aexit__(None, None, None)
+    assert await anyio.to_thread.run_sync(_exclusive_in_child, folder, "/f") == 0
