@@ -8,14 +8,22 @@ stuck database).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
-from typing import TypeVar
+from typing import Final, TypeVar
 
-import anyio
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -25,6 +33,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from callfs_core.errors import BackendUnavailable, LockTimeout, ServiceError
@@ -60,11 +69,54 @@ def multiprocess_enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
-def exposition_registry() -> CollectorRegistry:
-    """A registry that reads the values of every worker process."""
+def exposition_registry(supervisor_pid: int) -> CollectorRegistry:
+    """A registry that reads the values of every worker process, with the
+    standard process metrics of the whole server (``supervisor_pid`` and its
+    workers)."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(ServerProcessCollector(supervisor_pid))
+    PlatformCollector(registry=registry)
     return registry
+
+
+# Not summed: the server started when its supervisor did; the limit is per process.
+_SUPERVISOR_ONLY: Final = ("process_start_time_seconds", "process_max_fds")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listing:
+            return [int(child) for child in listing.read().split()]
+    except OSError:
+        return []
+
+
+class ServerProcessCollector:
+    """The client library's ``process_*`` metrics for a multi-worker server as a
+    whole: memory, CPU time and open descriptors summed over the supervisor
+    and its workers; start time and descriptor limit of the supervisor.
+
+    A per-process collector would describe whichever worker answered the scrape.
+    """
+
+    def __init__(self, supervisor_pid: int) -> None:
+        self.supervisor_pid = supervisor_pid
+
+    def collect(self) -> Iterator[Metric]:
+        pids = [self.supervisor_pid, *_children(self.supervisor_pid)]
+        merged: dict[str, Metric] = {}
+        for pid in pids:
+            collector = ProcessCollector(pid=functools.partial(int, pid), registry=None)
+            for family in collector.collect():
+                total = merged.setdefault(family.name, family)
+                if total is family or family.name in _SUPERVISOR_ONLY:
+                    continue
+                total.samples = [
+                    mine._replace(value=mine.value + theirs.value)
+                    for mine, theirs in zip(total.samples, family.samples, strict=True)
+                ]
+        yield from merged.values()
 
 
 class Metrics:
@@ -83,7 +135,7 @@ class Metrics:
         r = CollectorRegistry()
         self.shared = multiprocess_enabled()
         if self.shared:
-            self.registry = exposition_registry()
+            self.registry = exposition_registry(os.getppid())
         else:
             self.registry = r
             ProcessCollector(registry=r)
@@ -185,7 +237,9 @@ async def _bounded(
     """Run one port call within ``limit`` seconds, counting and timing it."""
     start = time.perf_counter()
     try:
-        with anyio.fail_after(limit):
+        # asyncio's own timeout: a fraction of the cost of an anyio cancel scope,
+        # paid on every metadata and storage call.
+        async with asyncio.timeout(limit):
             return await call()
     except TimeoutError:
         error = BackendUnavailable(timeout_message)
@@ -206,15 +260,21 @@ class InstrumentedMetadata:
         self.inner = inner
         self._metrics = metrics
         self._timeout = timeout
+        self._children: dict[str, tuple[Counter, Histogram]] = {}
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        children = self._children.get(operation)
+        if children is None:
+            children = self._children[operation] = (
+                self._metrics.metadata_queries.labels(operation),
+                self._metrics.metadata_duration.labels(operation),
+            )
         return await _bounded(
             call,
             self._timeout,
             "the metadata store did not answer in time",
             "metadata",
-            self._metrics.metadata_queries.labels(operation),
-            self._metrics.metadata_duration.labels(operation),
+            *children,
         )
 
     async def get(self, path: FsPath) -> Inode | None:
@@ -290,15 +350,21 @@ class InstrumentedBackend:
         self.name = inner.name
         self._metrics = metrics
         self._timeout = timeout
+        self._children: dict[str, tuple[Counter, Histogram]] = {}
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        children = self._children.get(operation)
+        if children is None:
+            children = self._children[operation] = (
+                self._metrics.backend_ops.labels(self.name, operation),
+                self._metrics.backend_duration.labels(self.name, operation),
+            )
         return await _bounded(
             call,
             self._timeout,
             "the storage backend did not answer in time",
             "backend",
-            self._metrics.backend_ops.labels(self.name, operation),
-            self._metrics.backend_duration.labels(self.name, operation),
+            *children,
         )
 
     async def open(self, path: FsPath, byte_range: ByteRange | None = None) -> BlobReader:

@@ -6,12 +6,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import httpx
 import pytest
+from prometheus_client import ProcessCollector
 
 from callfs_adapters.hmac_signer import HmacLinkSigner
 from callfs_adapters.local_lock import LocalLockManager
@@ -22,6 +26,7 @@ from callfs_adapters.metrics import (
     InstrumentedLocks,
     InstrumentedMetadata,
     Metrics,
+    ServerProcessCollector,
     error_component,
 )
 from callfs_adapters.system import RandomIdGenerator, SystemClock
@@ -429,3 +434,31 @@ def test_configure_logging(fmt: str, root_logging: None, monkeypatch: pytest.Mon
         assert json.loads(lines[0])["message"] == "secret is ***"
     else:
         assert lines[0].endswith("WARNING callfs.test: secret is ***")
+
+
+def test_process_metrics_of_a_multi_worker_server_cover_every_process() -> None:
+    # This test process plays the supervisor; two sleeping children its workers.
+    children = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) for _ in range(2)
+    ]
+    try:
+        alone = {f.name: f.samples[0].value for f in ProcessCollector(registry=None).collect()}
+        deadline = time.monotonic() + 10
+        while True:  # until both children are listed with their memory
+            merged = {
+                f.name: f.samples[0].value for f in ServerProcessCollector(os.getpid()).collect()
+            }
+            if merged["process_open_fds"] > alone["process_open_fds"] + 4:
+                break
+            assert time.monotonic() < deadline, merged
+            time.sleep(0.05)
+        # Each Python child holds several MB resident: the sum is well above ours.
+        assert (
+            merged["process_resident_memory_bytes"] > alone["process_resident_memory_bytes"] + 2**21
+        )
+        assert merged["process_start_time_seconds"] == alone["process_start_time_seconds"]
+        assert merged["process_max_fds"] == alone["process_max_fds"]
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
