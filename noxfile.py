@@ -72,20 +72,24 @@ def contract(session: nox.Session, port: str, adapter: str) -> None:
 
 
 @nox.session
-@nox.parametrize("stack", ["embedded", "postgres-redis", "s3"])
+@nox.parametrize("stack", ["embedded", "embedded-2-workers", "postgres-redis", "s3"])
 def integration(session: nox.Session, stack: str) -> None:
     """The real ``callfs server`` process over TLS, driven with httpx.
 
-    ``embedded``: SQLite and local locks. ``postgres-redis``: PostgreSQL
-    metadata and Redis locks, from CALLFS_TEST_POSTGRES_DSN and
-    CALLFS_TEST_REDIS_URL when set, else from throwaway servers the tests start.
-    ``s3``: embedded, with new files in S3 (CALLFS_TEST_S3_ENDPOINT when set,
-    else a throwaway SeaweedFS).
+    ``embedded``: SQLite and local locks. ``embedded-2-workers``: the same with
+    ``server.workers: 2`` (cross-process locks, cache and metrics).
+    ``postgres-redis``: PostgreSQL metadata and Redis locks, from
+    CALLFS_TEST_POSTGRES_DSN and CALLFS_TEST_REDIS_URL when set, else from
+    throwaway servers the tests start. ``s3``: embedded, with new files in S3
+    (CALLFS_TEST_S3_ENDPOINT when set, else a throwaway SeaweedFS).
     """
+    name, workers = stack, "1"
+    if stack == "embedded-2-workers":
+        name, workers = "embedded", "2"
     session.run(
         *PYTEST,
         "tests/integration",
         *session.posargs,
-        env={"CALLFS_TEST_STACK": stack},
+        env={"CALLFS_TEST_STACK": name, "CALLFS_TEST_WORKERS": workers},
         external=True,
     )

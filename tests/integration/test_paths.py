@@ -325,10 +325,15 @@ SECRET = b"top secret: must never be served, replaced or deleted\n"
 def snapshot(folder: Path, files_root: Path) -> dict[str, str]:
     """Every entry under ``folder`` outside the localfs root, with a digest for files.
 
-    SQLite side files and the server log change on their own and are left out."""
+    SQLite side files, the server log and the state the workers of a multi-worker
+    server share (``data/run``: metrics, rate limits, the lock file) change on
+    their own and are left out."""
     result: dict[str, str] = {}
+    shared_state = folder / "data" / "run"
     for entry in sorted(folder.rglob("*")):
         if entry == files_root or files_root in entry.parents:
+            continue
+        if entry == shared_state or shared_state in entry.parents:
             continue
         name = entry.name
         if name == "server.log" or ".sqlite" in name or name.endswith(("-wal", "-shm", "-journal")):
