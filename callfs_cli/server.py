@@ -31,12 +31,14 @@ from collections.abc import Coroutine, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any, cast
 
+import httptools
 import hypercorn.asyncio.tcp_server
 import uvicorn
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from callfs_adapters.metrics import EXPOSITION_CONTENT_TYPE
 from callfs_adapters.sqlite_ratelimit import SqliteRateLimiter
@@ -150,7 +152,7 @@ def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         cast(Any, app),
         loop="none",  # the worker's loop (uvloop when installed)
-        http="httptools",
+        http=_BoundedHttpTools,
         ws="none",
         lifespan="off",  # the container opens and closes the resources
         interface="asgi3",
@@ -162,6 +164,36 @@ def uvicorn_config(app: object, settings: Settings) -> uvicorn.Config:
         timeout_graceful_shutdown=int(GRACE_PERIOD),
         ssl_context_factory=tls_factory,
     )
+
+
+# The longest request head (request line and headers) a client may send.
+# h11, under Hypercorn, stops at 16 KiB; httptools sets no limit of its own.
+MAX_REQUEST_HEAD = 64 * 1024
+
+
+class _BoundedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on the request head: a longer
+    one is answered 400 and the connection closed (memory stays bounded)."""
+
+    _head_bytes = 0
+
+    def on_message_begin(self) -> None:
+        self._head_bytes = 0
+        super().on_message_begin()
+
+    def _count(self, size: int) -> None:
+        self._head_bytes += size
+        if self._head_bytes > MAX_REQUEST_HEAD:
+            # Raised inside a parser callback: uvicorn answers 400 and closes.
+            raise httptools.HttpParserError("request head too long")
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
 
 
 class _UvicornServer(uvicorn.Server):

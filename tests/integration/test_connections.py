@@ -4,6 +4,7 @@ the HTTP versions offered (HTTP/1.1; HTTP/2 only with ``server.http2``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -119,3 +120,26 @@ def test_http2_is_offered_only_when_enabled(make_server: Any) -> None:
         body = bytes(range(256)) * 4096
         assert alice.put("/v1/files/h2.bin", content=body).status_code == 201
         assert alice.get("/v1/files/h2.bin").content == body
+
+
+def test_an_overlong_request_head_is_refused(server: Any) -> None:
+    # The head (request line and headers) is bounded: 64 KiB (httptools has no limit).
+    def head_of(size: int) -> bytes:
+        return (
+            "GET /v1/files/ HTTP/1.1\r\n"
+            f"Host: {urlsplit(server.base_url).netloc}\r\n"
+            f"Authorization: Bearer {KEYS['alice']}\r\n"
+            f"X-Padding: {'p' * size}\r\n\r\n"
+        ).encode()
+
+    with _connect(server) as sock:
+        sock.sendall(head_of(32 * 1024))
+        assert _read_all(sock, 2).startswith(b"HTTP/1.1 200 OK")
+    with _connect(server) as sock:
+        # The server may close before the whole head is sent.
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError, ssl.SSLError):
+            sock.sendall(head_of(200 * 1024))
+        answer = _read_all(sock, 10)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request"), answer[:200]
+    with server.client() as alice:  # the server itself is fine
+        assert alice.get("/v1/files/").status_code == 200
