@@ -16,7 +16,7 @@ import httpx
 import pytest
 from conftest import KEYS
 
-IDLE = 1.5  # seconds: both timeouts of the servers below
+IDLE = 2.0  # seconds: both timeouts of the servers below
 BIG = 64 * 1024 * 1024  # far more than the socket buffers hold
 
 
@@ -74,7 +74,7 @@ def test_a_slow_but_steady_upload_is_not_cut_off(idle_server: Any) -> None:
     def parts() -> Any:
         for _ in range(4):
             yield b"y" * 1000
-            time.sleep(IDLE * 0.6)
+            time.sleep(IDLE * 0.4)
 
     with idle_server.client() as alice:
         response = alice.put("/v1/files/steady.bin", content=parts())
