@@ -32,6 +32,7 @@ _STANDARD_ATTRIBUTES: Final = frozenset(logging.makeLogRecord({}).__dict__) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",  # uvicorn's copy of the message with terminal colours
 }
 REDACTED: Final = "***"
 # Shorter values are not searched for: replacing every "ab" would make logs

@@ -339,6 +339,9 @@ def test_json_formatter_writes_extra_fields() -> None:
     assert entry["logger"] == "callfs.test"
     assert (entry["user"], entry["status"], entry["duration_ms"]) == ("alice", 201, 1.5)
     assert "args" not in entry
+    # uvicorn adds a copy of its messages with terminal colours: not a field.
+    coloured = _record("Started server process [%d]", 7, color_message="\x1b[36m%d\x1b[0m")
+    assert "color_message" not in json.loads(JsonFormatter().format(coloured))
 
 
 def test_redactor_removes_secrets_everywhere() -> None:
