@@ -84,7 +84,7 @@ def exposition_registry(supervisor_pid: int) -> CollectorRegistry:
 _SUPERVISOR_ONLY: Final = ("process_start_time_seconds", "process_max_fds")
 
 
-def _children(pid: int) -> list[int]:
+def _child_pids(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as listing:
             return [int(child) for child in listing.read().split()]
@@ -104,7 +104,7 @@ class ServerProcessCollector:
         self.supervisor_pid = supervisor_pid
 
     def collect(self) -> Iterator[Metric]:
-        pids = [self.supervisor_pid, *_children(self.supervisor_pid)]
+        pids = [self.supervisor_pid, *_child_pids(self.supervisor_pid)]
         merged: dict[str, Metric] = {}
         for pid in pids:
             collector = ProcessCollector(pid=functools.partial(int, pid), registry=None)
@@ -226,6 +226,25 @@ def _note_component(exc: BaseException, component: str) -> None:
         setattr(exc, _COMPONENT_ATTRIBUTE, component)
 
 
+class _OperationMetrics:
+    """The counter and histogram children of each operation, looked up once
+    (``labels()`` takes a lock and builds a key on every call)."""
+
+    def __init__(self, counter: Counter, histogram: Histogram, *prefix: str) -> None:
+        self._counter = counter
+        self._histogram = histogram
+        self._prefix = prefix
+        self._children: dict[str, tuple[Counter, Histogram]] = {}
+
+    def __call__(self, operation: str) -> tuple[Counter, Histogram]:
+        children = self._children.get(operation)
+        if children is None:
+            labels = (*self._prefix, operation)
+            children = (self._counter.labels(*labels), self._histogram.labels(*labels))
+            self._children[operation] = children
+        return children
+
+
 async def _bounded(
     call: Callable[[], Awaitable[T]],
     limit: float,
@@ -260,21 +279,15 @@ class InstrumentedMetadata:
         self.inner = inner
         self._metrics = metrics
         self._timeout = timeout
-        self._children: dict[str, tuple[Counter, Histogram]] = {}
+        self._operations = _OperationMetrics(metrics.metadata_queries, metrics.metadata_duration)
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        children = self._children.get(operation)
-        if children is None:
-            children = self._children[operation] = (
-                self._metrics.metadata_queries.labels(operation),
-                self._metrics.metadata_duration.labels(operation),
-            )
         return await _bounded(
             call,
             self._timeout,
             "the metadata store did not answer in time",
             "metadata",
-            *children,
+            *self._operations(operation),
         )
 
     async def get(self, path: FsPath) -> Inode | None:
@@ -350,21 +363,17 @@ class InstrumentedBackend:
         self.name = inner.name
         self._metrics = metrics
         self._timeout = timeout
-        self._children: dict[str, tuple[Counter, Histogram]] = {}
+        self._operations = _OperationMetrics(
+            metrics.backend_ops, metrics.backend_duration, inner.name
+        )
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        children = self._children.get(operation)
-        if children is None:
-            children = self._children[operation] = (
-                self._metrics.backend_ops.labels(self.name, operation),
-                self._metrics.backend_duration.labels(self.name, operation),
-            )
         return await _bounded(
             call,
             self._timeout,
             "the storage backend did not answer in time",
             "backend",
-            *children,
+            *self._operations(operation),
         )
 
     async def open(self, path: FsPath, byte_range: ByteRange | None = None) -> BlobReader:
@@ -379,10 +388,9 @@ class InstrumentedBackend:
             _note_component(exc, "backend")
             raise
         finally:
-            self._metrics.backend_ops.labels(self.name, "create").inc()
-            self._metrics.backend_duration.labels(self.name, "create").observe(
-                time.perf_counter() - start
-            )
+            counter, histogram = self._operations("create")
+            counter.inc()
+            histogram.observe(time.perf_counter() - start)
 
     async def delete(self, path: FsPath) -> None:
         await self._call("delete", lambda: self.inner.delete(path))
