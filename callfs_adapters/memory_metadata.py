@@ -62,6 +62,7 @@ class InMemoryMetadataStore:
         self._inodes: dict[FsPath, Inode] = {}
         self._children: dict[FsPath, dict[FsPath, Inode]] = {}
         self._links: dict[str, Link] = {}
+        self._contents: dict[FsPath, bytes] = {}  # inline files' bytes
 
     # -- inodes ---------------------------------------------------------------
     async def get(self, path: FsPath) -> Inode | None:
@@ -85,24 +86,36 @@ class InMemoryMetadataStore:
     async def list_subtree(self, root: FsPath) -> list[Inode]:
         return self._subtree(root)
 
-    async def create(self, inode: Inode) -> Inode:
+    async def create(self, inode: Inode, *, content: bytes | None = None) -> Inode:
         path = inode.path
         if path in self._inodes:
             raise AlreadyExists(path)
         self._check_parent(path)
         stored = _normalise(inode, 1)
-        self._put(stored)
+        self._put(stored, content)
         return stored
 
-    async def update(self, inode: Inode, *, expected_version: int | None = None) -> Inode:
+    async def update(
+        self,
+        inode: Inode,
+        *,
+        expected_version: int | None = None,
+        content: bytes | None = None,
+    ) -> Inode:
         current = self._inodes.get(inode.path)
         if current is None:
             raise NotFound(inode.path)
         if expected_version is not None and current.version != expected_version:
             raise Conflict(inode.path)
         stored = _normalise(inode, current.version + 1)
-        self._put(stored)
+        self._put(stored, content)
         return stored
+
+    async def read_content(self, path: FsPath, version: int) -> bytes | None:
+        inode = self._inodes.get(path)
+        if inode is None or not inode.inline or inode.version != version:
+            return None
+        return self._contents.get(path)
 
     async def delete(self, path: FsPath, *, recursive: bool = False) -> list[Inode]:
         inode = self._inodes.get(path)
@@ -137,6 +150,7 @@ class InMemoryMetadataStore:
         if replaced is not None:
             self._drop(destination)
         moved = [self._inodes[source], *self._subtree(source)]
+        contents = [self._contents.get(node.path) for node in moved]
         # Rebase first: it may refuse an over-long path, and nothing has changed yet.
         rebased = [attrs.evolve(node, path=node.path.rebase(source, destination)) for node in moved]
         if changes is not None:
@@ -144,8 +158,8 @@ class InMemoryMetadataStore:
             rebased[0] = _normalise(changes.apply(top), top.version + 1)
         for node in moved:
             self._drop(node.path)
-        for node in rebased:
-            self._put(node)
+        for node, content in zip(rebased, contents, strict=True):
+            self._put(node, content)
         return replaced
 
     def _subtree(self, root: FsPath) -> list[Inode]:
@@ -162,13 +176,21 @@ class InMemoryMetadataStore:
         if not parent.is_dir:
             raise NotADirectory(path.parent)
 
-    def _put(self, inode: Inode) -> None:
+    def _put(self, inode: Inode, content: bytes | None = None) -> None:
         self._inodes[inode.path] = inode
+        if inode.inline:
+            if content is not None:
+                self._contents[inode.path] = bytes(content)
+            elif inode.path not in self._contents:
+                raise ValueError(f"an inline file needs its content: {inode.path}")
+        else:
+            self._contents.pop(inode.path, None)
         if not inode.path.is_root:
             self._children.setdefault(inode.path.parent, {})[inode.path] = inode
 
     def _drop(self, path: FsPath) -> None:
         del self._inodes[path]
+        self._contents.pop(path, None)
         if path.is_root:
             return
         siblings = self._children[path.parent]

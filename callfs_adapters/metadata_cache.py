@@ -142,19 +142,31 @@ class CachingMetadataStore:
         return await self.inner.list_subtree(root)
 
     # -- changes: forget first, so a failure half way cannot leave a stale entry -------
-    async def create(self, inode: Inode) -> Inode:
+    async def create(self, inode: Inode, *, content: bytes | None = None) -> Inode:
         self._forget(inode.path)
         try:
-            return await self.inner.create(inode)
+            return await self.inner.create(inode, content=content)
         finally:
             self._forget(inode.path)
 
-    async def update(self, inode: Inode, *, expected_version: int | None = None) -> Inode:
+    async def update(
+        self,
+        inode: Inode,
+        *,
+        expected_version: int | None = None,
+        content: bytes | None = None,
+    ) -> Inode:
         self._forget(inode.path)
         try:
-            return await self.inner.update(inode, expected_version=expected_version)
+            return await self.inner.update(
+                inode, expected_version=expected_version, content=content
+            )
         finally:
             self._forget(inode.path)
+
+    async def read_content(self, path: FsPath, version: int) -> bytes | None:
+        # Never cached: the version check in the store pairs bytes with attributes.
+        return await self.inner.read_content(path, version)
 
     async def delete(self, path: FsPath, *, recursive: bool = False) -> list[Inode]:
         self._forget_subtree(path)

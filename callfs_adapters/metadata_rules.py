@@ -39,7 +39,7 @@ def deepest_first(inodes: Iterable[Inode]) -> list[Inode]:
 
 def inode_from_row(row: Sequence[Any], moment: Callable[[Any], datetime]) -> Inode:
     """An inode from the columns ``path, is_dir, owner, group, mode, size, mtime,
-    ctime, content_type, sha256, backend, instance_id, version``."""
+    ctime, content_type, sha256, backend, instance_id, version[, inline]``."""
     return Inode(
         path=FsPath.parse(row[0]),
         kind=Kind.DIRECTORY if row[1] else Kind.FILE,
@@ -54,4 +54,5 @@ def inode_from_row(row: Sequence[Any], moment: Callable[[Any], datetime]) -> Ino
         backend=row[10],
         instance_id=row[11],
         version=row[12],
+        inline=len(row) > 13 and bool(row[13]),
     )

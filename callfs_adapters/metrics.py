@@ -306,13 +306,23 @@ class InstrumentedMetadata:
     async def list_subtree(self, root: FsPath) -> list[Inode]:
         return await self._call("list_children", lambda: self.inner.list_subtree(root))
 
-    async def create(self, inode: Inode) -> Inode:
-        return await self._call("create", lambda: self.inner.create(inode))
+    async def create(self, inode: Inode, *, content: bytes | None = None) -> Inode:
+        return await self._call("create", lambda: self.inner.create(inode, content=content))
 
-    async def update(self, inode: Inode, *, expected_version: int | None = None) -> Inode:
+    async def update(
+        self,
+        inode: Inode,
+        *,
+        expected_version: int | None = None,
+        content: bytes | None = None,
+    ) -> Inode:
         return await self._call(
-            "update", lambda: self.inner.update(inode, expected_version=expected_version)
+            "update",
+            lambda: self.inner.update(inode, expected_version=expected_version, content=content),
         )
+
+    async def read_content(self, path: FsPath, version: int) -> bytes | None:
+        return await self._call("get", lambda: self.inner.read_content(path, version))
 
     async def delete(self, path: FsPath, *, recursive: bool = False) -> list[Inode]:
         return await self._call("delete", lambda: self.inner.delete(path, recursive=recursive))

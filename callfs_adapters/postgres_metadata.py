@@ -7,6 +7,13 @@ one explicit transaction. Each connection gets ``statement_timeout`` and the
 UTC time zone when it is made; the pool checks a connection before handing it
 out, so connections broken by a server restart are replaced by themselves.
 
+Inline content (small files whose bytes the metadata keeps) lives in the
+entry's own row, ``content BYTEA`` beside ``inline``: a rename re-keys the row
+and so carries the bytes, a delete drops them, and a compare-and-set update
+replaces attributes and bytes in one statement. Only :meth:`read_content`
+selects ``content``; PostgreSQL keeps large values out of line (TOAST), so
+listings and lookups do not pay for them.
+
 Paths are ``TEXT COLLATE "C"``: compared byte-wise, which for UTF-8 is
 Unicode code-point order. The children of a directory are an index range scan
 on ``(parent, is_dir, name)`` in listing order (files first); a subtree is the
@@ -102,6 +109,16 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX links_expiry ON links (status, expires_at)",
         "CREATE INDEX links_used ON links (status, used_at)",
     ),
+    # 2: inline content, kept in the entry's row (NULL unless inline).
+    (
+        "ALTER TABLE inodes ADD COLUMN inline BOOLEAN NOT NULL DEFAULT false",
+        "ALTER TABLE inodes ADD COLUMN content BYTEA",
+        # NOT VALID: every existing row has just got inline = false and content
+        # NULL, so skip the full-table check under the migration's exclusive
+        # lock; rows written from now on are checked all the same.
+        "ALTER TABLE inodes ADD CONSTRAINT inodes_content_only_when_inline"
+        " CHECK (inline = (content IS NOT NULL)) NOT VALID",
+    ),
 )
 """Schema steps; step ``n`` (1-based) is recorded as version ``n`` in
 ``schema_migrations``. Append new steps; never edit a released one."""
@@ -112,8 +129,9 @@ _UNAVAILABLE: Final = "the metadata database is unavailable"
 
 _INODE_COLUMNS: Final = (
     "path, is_dir, owner, grp, mode, size, mtime, ctime, content_type, sha256, backend,"
-    " instance_id, version"
+    " instance_id, version, inline"
 )
+"""Every column of an inode but ``content`` (bytes are read by ``read_content`` only)."""
 _LINK_COLUMNS: Final = (
     "token_id, path, signature, status, expires_at, created_at, used_at, used_by_ip, created_by"
 )
@@ -173,6 +191,11 @@ def _inode_values(inode: Inode) -> tuple[Any, ...]:
         inode.backend,
         inode.instance_id,
     )
+
+
+def _content(inode: Inode, content: bytes | None) -> bytes | None:
+    """The new bytes to keep with ``inode``: ``content`` for an inline file, else none."""
+    return bytes(content) if inode.inline and content is not None else None
 
 
 def _stored(inode: Inode, version: int) -> Inode:
@@ -315,11 +338,14 @@ async def _lock_subtree(conn: Connection, root: FsPath) -> list[str]:
 
 
 async def _write_attributes(conn: Connection, inode: Inode, version: int) -> None:
+    # An inline entry keeps its bytes (valid under the new version) unless the
+    # change relocated them (``inode.inline`` turned off by EntryChanges.apply).
     await conn.execute(
         "UPDATE inodes SET is_dir = %s, owner = %s, grp = %s, mode = %s, size = %s,"
         " mtime = %s, ctime = %s, content_type = %s, sha256 = %s, backend = %s,"
-        " instance_id = %s, version = %s WHERE path = %s",
-        (*_inode_values(inode), version, str(inode.path)),
+        " instance_id = %s, version = %s, inline = inline AND %s,"
+        " content = CASE WHEN inline AND %s THEN content END WHERE path = %s",
+        (*_inode_values(inode), version, inode.inline, inode.inline, str(inode.path)),
     )
 
 
@@ -480,28 +506,48 @@ class PostgresMetadataStore:
         query = f"SELECT {_INODE_COLUMNS} FROM inodes WHERE path > %s AND path < %s"
         return [_inode(row) for row in await self._fetch(root, query, (low, high))]
 
-    async def create(self, inode: Inode) -> Inode:
+    async def create(self, inode: Inode, *, content: bytes | None = None) -> Inode:
         values = _inode_values(inode)
+        data = _content(inode, content)
         parent = None if inode.path.is_root else str(inode.path.parent)
         async with self._transaction(inode.path) as conn:
             await _lock_parent(conn, inode.path)
             await conn.execute(
-                f"INSERT INTO inodes (parent, name, {_INODE_COLUMNS})"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 1)",
-                (parent, inode.path.name, str(inode.path), *values),
+                f"INSERT INTO inodes (parent, name, {_INODE_COLUMNS}, content)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 1, %s, %s)",
+                (parent, inode.path.name, str(inode.path), *values, data is not None, data),
             )
         return _stored(inode, 1)
 
-    async def update(self, inode: Inode, *, expected_version: int | None = None) -> Inode:
+    async def update(
+        self,
+        inode: Inode,
+        *,
+        expected_version: int | None = None,
+        content: bytes | None = None,
+    ) -> Inode:
         values = _inode_values(inode)
+        data = _content(inode, content)
         async with self._transaction(inode.path) as conn:
+            # One statement: the version check, the attributes and the bytes
+            # (NULL when the file is not inline) change together or not at all.
             cursor = await conn.execute(
                 "UPDATE inodes SET is_dir = %s, owner = %s, grp = %s, mode = %s, size = %s,"
                 " mtime = %s, ctime = %s, content_type = %s, sha256 = %s, backend = %s,"
-                " instance_id = %s, version = version + 1"
+                " instance_id = %s, inline = %s,"
+                " content = CASE WHEN %s THEN COALESCE(%s::bytea, content) END,"
+                " version = version + 1"
                 " WHERE path = %s AND (%s::bigint IS NULL OR version = %s::bigint)"
                 " RETURNING version",
-                (*values, str(inode.path), expected_version, expected_version),
+                (
+                    *values,
+                    inode.inline,
+                    inode.inline,
+                    data,
+                    str(inode.path),
+                    expected_version,
+                    expected_version,
+                ),
             )
             row = await cursor.fetchone()
             if row is None:
@@ -512,6 +558,14 @@ class PostgresMetadataStore:
                     raise NotFound(inode.path)
                 raise Conflict(inode.path)
         return _stored(inode, row[0])
+
+    async def read_content(self, path: FsPath, version: int) -> bytes | None:
+        rows = await self._fetch(
+            path,
+            "SELECT content FROM inodes WHERE path = %s AND version = %s AND inline",
+            (str(path), version),
+        )
+        return bytes(rows[0][0]) if rows else None
 
     async def delete(self, path: FsPath, *, recursive: bool = False) -> list[Inode]:
         low, high = subtree_bounds(path)

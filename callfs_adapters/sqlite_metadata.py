@@ -105,6 +105,19 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX links_expiry ON links (status, expires_at)",
         "CREATE INDEX links_used ON links (status, used_at)",
     ),
+    # 2: small files kept with their entry (``Inode.inline``). The bytes live in
+    # their own table so that the rows listings read stay small; the foreign key
+    # carries them along with renames and drops them with deletes.
+    (
+        "ALTER TABLE inodes ADD COLUMN inline INTEGER NOT NULL DEFAULT 0",
+        """
+        CREATE TABLE contents (
+            path TEXT PRIMARY KEY NOT NULL
+                REFERENCES inodes (path) ON DELETE CASCADE ON UPDATE CASCADE,
+            data BLOB NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 """Schema steps; step ``n`` (1-based) brings ``PRAGMA user_version`` to ``n``.
 Append new steps; never edit a released one."""
@@ -116,7 +129,7 @@ _MICROSECOND: Final = timedelta(microseconds=1)
 
 _INODE_COLUMNS: Final = (
     "path, is_dir, owner, grp, mode, size, mtime, ctime, content_type, sha256, backend,"
-    " instance_id, version"
+    " instance_id, version, inline"
 )
 _LINK_COLUMNS: Final = (
     "token_id, path, signature, status, expires_at, created_at, used_at, used_by_ip, created_by"
@@ -195,6 +208,7 @@ def _inode_values(inode: Inode) -> tuple[Any, ...]:
         inode.sha256,
         inode.backend,
         inode.instance_id,
+        int(inode.inline),
     )
 
 
@@ -336,7 +350,9 @@ def _list_subtree(conn: sqlite3.Connection, root: FsPath) -> list[Inode]:
     return [_inode(row) for row in conn.execute(query, (low, high))]
 
 
-def _create(conn: sqlite3.Connection, inode: Inode) -> Inode:
+def _create(conn: sqlite3.Connection, inode: Inode, content: bytes | None) -> Inode:
+    if inode.inline and content is None:
+        raise ValueError(f"an inline file needs its content: {inode.path}")
     values = _inode_values(inode)
     stored = _stored(inode, 1)
     with _write(conn):
@@ -346,25 +362,52 @@ def _create(conn: sqlite3.Connection, inode: Inode) -> Inode:
         parent = None if inode.path.is_root else str(inode.path.parent)
         conn.execute(
             f"INSERT INTO inodes (path, parent, name, {_INODE_COLUMNS.removeprefix('path, ')})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (str(inode.path), parent, inode.path.name, *values, 1),
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (str(inode.path), parent, inode.path.name, *values[:-1], 1, values[-1]),
         )
+        if inode.inline:
+            conn.execute(
+                "INSERT INTO contents (path, data) VALUES (?, ?)", (str(inode.path), content)
+            )
     return stored
 
 
-def _update(conn: sqlite3.Connection, inode: Inode, expected_version: int | None) -> Inode:
+def _update(
+    conn: sqlite3.Connection,
+    inode: Inode,
+    expected_version: int | None,
+    content: bytes | None,
+) -> Inode:
     values = _inode_values(inode)
     with _write(conn):
         row = conn.execute(
-            "SELECT version FROM inodes WHERE path = ?", (str(inode.path),)
+            "SELECT version, inline FROM inodes WHERE path = ?", (str(inode.path),)
         ).fetchone()
         if row is None:
             raise NotFound(inode.path)
         if expected_version is not None and row[0] != expected_version:
             raise Conflict(inode.path)
+        if inode.inline and content is None and not row[1]:
+            raise ValueError(f"an inline file needs its content: {inode.path}")
         version = row[0] + 1
         _store_values(conn, inode, version, values)
+        if inode.inline and content is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO contents (path, data) VALUES (?, ?)",
+                (str(inode.path), content),
+            )
+        elif row[1] and not inode.inline:
+            conn.execute("DELETE FROM contents WHERE path = ?", (str(inode.path),))
     return _stored(inode, version)
+
+
+def _read_content(conn: sqlite3.Connection, path: FsPath, version: int) -> bytes | None:
+    row = conn.execute(
+        "SELECT c.data FROM inodes i JOIN contents c ON c.path = i.path"
+        " WHERE i.path = ? AND i.version = ? AND i.inline",
+        (str(path), version),
+    ).fetchone()
+    return None if row is None else bytes(row[0])
 
 
 def _store_values(
@@ -376,8 +419,8 @@ def _store_values(
     """Overwrite the attribute columns of the row at ``inode.path``."""
     conn.execute(
         "UPDATE inodes SET is_dir = ?, owner = ?, grp = ?, mode = ?, size = ?, mtime = ?,"
-        " ctime = ?, content_type = ?, sha256 = ?, backend = ?, instance_id = ?, version = ?"
-        " WHERE path = ?",
+        " ctime = ?, content_type = ?, sha256 = ?, backend = ?, instance_id = ?, inline = ?,"
+        " version = ? WHERE path = ?",
         (*(values or _inode_values(inode)), version, str(inode.path)),
     )
 
@@ -460,7 +503,10 @@ def _rename(
         if changes is not None:
             moved = _get(conn, destination)
             assert moved is not None
-            _store_values(conn, changes.apply(moved), moved.version + 1)
+            changed = changes.apply(moved)
+            _store_values(conn, changed, moved.version + 1)
+            if moved.inline and not changed.inline:
+                conn.execute("DELETE FROM contents WHERE path = ?", (dst,))
     return replaced
 
 
@@ -617,11 +663,20 @@ class SqliteMetadataStore:
     async def list_subtree(self, root: FsPath) -> list[Inode]:
         return await self._run(root, _list_subtree, root)
 
-    async def create(self, inode: Inode) -> Inode:
-        return await self._small(inode.path, _create, inode)
+    async def create(self, inode: Inode, *, content: bytes | None = None) -> Inode:
+        return await self._small(inode.path, _create, inode, content)
 
-    async def update(self, inode: Inode, *, expected_version: int | None = None) -> Inode:
-        return await self._small(inode.path, _update, inode, expected_version)
+    async def update(
+        self,
+        inode: Inode,
+        *,
+        expected_version: int | None = None,
+        content: bytes | None = None,
+    ) -> Inode:
+        return await self._small(inode.path, _update, inode, expected_version, content)
+
+    async def read_content(self, path: FsPath, version: int) -> bytes | None:
+        return await self._small(path, _read_content, path, version)
 
     async def delete(self, path: FsPath, *, recursive: bool = False) -> list[Inode]:
         if recursive:

@@ -245,14 +245,27 @@ class TracedMetadata:
             "metadata.list_subtree", lambda: self.inner.list_subtree(root), root
         )
 
-    async def create(self, inode: Inode) -> Inode:
-        return await self._call("metadata.create", lambda: self.inner.create(inode), inode.path)
+    async def create(self, inode: Inode, *, content: bytes | None = None) -> Inode:
+        return await self._call(
+            "metadata.create", lambda: self.inner.create(inode, content=content), inode.path
+        )
 
-    async def update(self, inode: Inode, *, expected_version: int | None = None) -> Inode:
+    async def update(
+        self,
+        inode: Inode,
+        *,
+        expected_version: int | None = None,
+        content: bytes | None = None,
+    ) -> Inode:
         return await self._call(
             "metadata.update",
-            lambda: self.inner.update(inode, expected_version=expected_version),
+            lambda: self.inner.update(inode, expected_version=expected_version, content=content),
             inode.path,
+        )
+
+    async def read_content(self, path: FsPath, version: int) -> bytes | None:
+        return await self._call(
+            "metadata.read_content", lambda: self.inner.read_content(path, version), path
         )
 
     async def delete(self, path: FsPath, *, recursive: bool = False) -> list[Inode]:

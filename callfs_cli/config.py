@@ -488,6 +488,11 @@ def _check_backend(backend: BackendSettings) -> str | None:
         )
     if backend.s3_kms_key_id and backend.s3_server_side_encryption != "aws:kms":
         return "backend.s3_kms_key_id is only used with backend.s3_server_side_encryption=aws:kms"
+    if not 0 <= backend.localfs_inline_max_bytes <= MAX_INLINE_BYTES:
+        return (
+            f"backend.localfs_inline_max_bytes must be between 0 and {MAX_INLINE_BYTES}"
+            f" (got {backend.localfs_inline_max_bytes})"
+        )
     if backend.s3_endpoint and not _valid_endpoint(backend.s3_endpoint):
         # The value is not echoed: a URL with user:password@ would leak a secret.
         return "backend.s3_endpoint must be an http:// or https:// URL or host:port"
@@ -495,6 +500,7 @@ def _check_backend(backend: BackendSettings) -> str | None:
 
 
 _SSE_VALUES: Final = ("", "AES256", "aws:kms")
+MAX_INLINE_BYTES: Final = 1024 * 1024  # a database row, not a file system
 
 
 def _valid_endpoint(endpoint: str) -> bool:

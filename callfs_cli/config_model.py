@@ -127,6 +127,7 @@ class MetricsSettings:
 class BackendSettings:
     default_backend: str = attrs.field(default="localfs", converter=_default_backend)
     localfs_root_path: str = "./callfs-data/files"
+    localfs_inline_max_bytes: int = 16384
     s3_bucket_name: str = ""
     s3_prefix: str = ""
     s3_region: str = "us-east-1"

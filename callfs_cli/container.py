@@ -210,6 +210,7 @@ def _engine_config(settings: Settings) -> EngineConfig:
         default_backend=settings.backend.default_backend,
         file_op_timeout=settings.server.file_op_timeout,
         max_upload_bytes=settings.server.max_upload_bytes,
+        inline_max_bytes=settings.backend.localfs_inline_max_bytes,
         users=users,
         groups=users | frozenset(settings.auth.groups),
         peers=frozenset(settings.instance_discovery.peer_endpoints),

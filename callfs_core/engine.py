@@ -45,6 +45,7 @@ from callfs_core.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from callfs_core.inline import InlineBlob, stage_small
 from callfs_core.listing import child_cursor, listing_key, subtree_may_follow
 from callfs_core.model import (
     Identity,
@@ -351,7 +352,14 @@ class Engine(MoveOperations):
                     md5.update(chunk)
                 yield chunk
 
-        staged = await backend.stage(path, guarded())
+        if self.config.inline_max_bytes > 0 and backend.name == "localfs":
+            staged = await stage_small(
+                guarded(),
+                self.config.inline_max_bytes,
+                lambda chunks: backend.stage(path, chunks),
+            )
+        else:
+            staged = await backend.stage(path, guarded())
         mismatch = any(d.hex() != staged.info.sha256 for d in digests.sha256) or (
             md5 is not None and md5.digest() != digests.md5
         )
@@ -387,7 +395,9 @@ class Engine(MoveOperations):
         now: datetime,
         stored_type: str,
     ) -> WriteResult:
-        await staged.commit()
+        content = staged.content if isinstance(staged, InlineBlob) else None
+        if content is None:
+            await staged.commit()
         updated = attrs.evolve(
             current,
             size=staged.info.size,
@@ -396,9 +406,12 @@ class Engine(MoveOperations):
             mtime=now,
             ctime=now,
             backend=backend.name,
+            inline=content is not None,
         )
-        inode = await self.metadata.update(updated, expected_version=current.version)
-        if current.backend != backend.name:
+        inode = await self.metadata.update(
+            updated, expected_version=current.version, content=content
+        )
+        if current.backend != backend.name or (content is not None and not current.inline):
             await self._discard_bytes(current)
         return WriteResult(inode, created=False)
 
@@ -424,6 +437,10 @@ class Engine(MoveOperations):
             sha256=staged.info.sha256,
         )
         with anyio.CancelScope(shield=True):
+            if isinstance(staged, InlineBlob):
+                inode = attrs.evolve(inode, inline=True)
+                created = await self.metadata.create(inode, content=staged.content)
+                return WriteResult(created, created=True)
             await staged.commit()
             try:
                 created = await self.metadata.create(inode)

@@ -27,6 +27,7 @@ from callfs_core.errors import (
     PeerUnavailable,
     PermissionDenied,
 )
+from callfs_core.inline import BytesReader
 from callfs_core.model import (
     ROOT_GROUP,
     ROOT_MODE,
@@ -78,6 +79,9 @@ class EngineConfig:
     default_backend: str = "localfs"
     file_op_timeout: float = 10.0
     max_upload_bytes: int = 10 * 1024**3
+    # Files on the local disk (``localfs``) up to this size are kept by the
+    # metadata store with their entry (``Inode.inline``); 0 turns that off.
+    inline_max_bytes: int = 0
     link_retention: timedelta = timedelta(hours=24)
     # Names a PATCH may assign: users (owner), groups, and peer instances.
     users: frozenset[str] = frozenset()
@@ -276,6 +280,12 @@ class EngineBase:
             peer = self._peer_for(identity, inode, owner)
             acting = identity.user if identity is not None else None
             return await peer.open(owner, inode.path, byte_range, acting)
+        if inode.inline:
+            content = await self.metadata.read_content(inode.path, inode.version)
+            if content is None:
+                log.error("inconsistency: inline file without its bytes at %s", inode.path)
+                raise NotFound(inode.path)
+            return BytesReader(content, byte_range)
         backend = self._backend(inode.backend)
         try:
             return await backend.open(inode.path, byte_range)
@@ -392,6 +402,8 @@ class EngineBase:
         return self._commit_lock(path)
 
     async def _discard_bytes(self, inode: Inode) -> None:
+        if inode.inline:
+            return  # the bytes went with the metadata entry
         owner = self._owner_elsewhere(inode)
         if owner is not None:
             await self._discard_on_peer(owner, inode.path)

@@ -44,7 +44,9 @@ class Inode:
     concurrency (``MetadataPort.update(expected_version=...)``).
     ``sha256`` and ``content_type`` are ``None`` for directories;
     ``instance_id`` names the instance holding the bytes (``None`` for shared
-    backends and for ``/``).
+    backends and for ``/``). ``inline``: the file's bytes are kept by the
+    metadata store with the entry (small files, see
+    ``MetadataPort.read_content``) instead of by ``backend``.
     """
 
     path: FsPath
@@ -60,6 +62,7 @@ class Inode:
     backend: str = "localfs"
     instance_id: str | None = None
     version: int = 1
+    inline: bool = False
 
     @property
     def is_dir(self) -> bool:
@@ -103,6 +106,8 @@ class EntryChanges:
             backend=backend,
             instance_id=instance_id,
             ctime=self.ctime or inode.ctime,
+            # Relocated bytes are the new location's, no longer the entry's own.
+            inline=inode.inline and self.location is None,
         )
 
 

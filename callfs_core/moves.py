@@ -180,7 +180,10 @@ class MoveOperations(EngineBase):
                 moved = await self._relocate(
                     current, destination, target_backend, replaced, self._changes(plan), holders
                 )
-                if replaced is not None and replaced.backend != target_backend.name:
+                if replaced is not None and (
+                    replaced.backend != target_backend.name or moved.inline
+                ):
+                    # Nothing took the place of the replaced file's stored bytes.
                     await self._discard_bytes(replaced)
         return moved
 
@@ -230,7 +233,8 @@ class MoveOperations(EngineBase):
         replace = replaced is not None
         if target.name == origin.name:
             others = [self._backend(name) for name in sorted(holders - {origin.name})]
-            await origin.move(source.path, destination)
+            if not source.inline:  # an inline file's bytes move with its entry
+                await origin.move(source.path, destination)
             moved_too: list[BlobBackendPort] = []
             try:
                 for other in others:
@@ -241,7 +245,7 @@ class MoveOperations(EngineBase):
                     source.path, destination, replace=replace, changes=changes
                 )
             except BaseException:
-                for backend in [origin, *moved_too]:
+                for backend in [*([] if source.inline else [origin]), *moved_too]:
                     await backend.move(destination, source.path)
                 raise
             moved = await self.metadata.get(destination)

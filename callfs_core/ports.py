@@ -75,8 +75,12 @@ class MetadataPort(Protocol):
         """Return every inode strictly below ``root`` (any order)."""
         ...
 
-    async def create(self, inode: Inode) -> Inode:
+    async def create(self, inode: Inode, *, content: bytes | None = None) -> Inode:
         """Insert a new inode, atomically with the check that its parent exists.
+
+        With ``content`` (a file with ``inode.inline`` set), the store keeps the
+        file's bytes with the entry, written in the same transaction: the entry
+        and its bytes appear together or not at all.
 
         Returns:
             The stored inode (``version`` 1).
@@ -88,13 +92,23 @@ class MetadataPort(Protocol):
         """
         ...
 
-    async def update(self, inode: Inode, *, expected_version: int | None = None) -> Inode:
+    async def update(
+        self,
+        inode: Inode,
+        *,
+        expected_version: int | None = None,
+        content: bytes | None = None,
+    ) -> Inode:
         """Replace the attributes of the existing inode at ``inode.path``.
 
         Args:
             inode: the new attributes (``version`` is ignored).
             expected_version: when given, update only if the stored version
                 equals it (compare-and-set).
+            content: the file's new bytes when ``inode.inline`` is set, written
+                in the same transaction; ``None`` keeps the bytes the store holds
+                for an entry that is inline already (an attribute change). When
+                ``inode.inline`` is not set, bytes kept for the entry are dropped.
 
         Returns:
             The stored inode with ``version`` incremented.
@@ -102,6 +116,15 @@ class MetadataPort(Protocol):
         Raises:
             NotFound: no entry at the path.
             Conflict: the stored version differs from ``expected_version``.
+        """
+        ...
+
+    async def read_content(self, path: FsPath, version: int) -> bytes | None:
+        """The bytes kept with the inline file at ``path`` (``Inode.inline``).
+
+        Returns ``None`` unless the entry exists, is inline and still has
+        ``version``, so a caller never pairs one version's attributes with
+        another version's bytes. Renames carry the bytes along; deletes drop them.
         """
         ...
 

@@ -690,6 +690,123 @@ class MetadataContract:
             await store.rename(p("/d"), p("/d/x"))
         assert await store.get_many(list(created)) == created
 
+    # -- inline content (small files kept with their entry) ---------------------
+    async def test_inline_content_round_trips_with_its_version(self, store: MetadataPort) -> None:
+        await build(store, "/d/")
+        inode = attrs.evolve(file_inode("/d/small"), size=5, inline=True)
+        stored = await store.create(inode, content=b"hello")
+        assert stored.inline and stored.version == 1
+        assert await store.get(p("/d/small")) == stored
+        assert await store.read_content(p("/d/small"), 1) == b"hello"
+        assert await store.read_content(p("/d/small"), 2) is None  # another version
+        assert await store.read_content(p("/d/missing"), 1) is None
+        listed = await store.list_children(p("/d"))
+        assert listed == [stored]
+
+    async def test_inline_content_may_be_empty_and_binary(self, store: MetadataPort) -> None:
+        await build(store)
+        blob = bytes(range(256)) * 3
+        await store.create(attrs.evolve(file_inode("/empty"), size=0, inline=True), content=b"")
+        await store.create(
+            attrs.evolve(file_inode("/bin"), size=len(blob), inline=True), content=blob
+        )
+        assert await store.read_content(p("/empty"), 1) == b""
+        assert await store.read_content(p("/bin"), 1) == blob
+
+    async def test_a_file_that_is_not_inline_has_no_content(self, store: MetadataPort) -> None:
+        await build(store, "/f", "/d/")
+        assert await store.read_content(p("/f"), 1) is None
+        assert await store.read_content(p("/d"), 1) is None
+
+    async def test_update_replaces_inline_content(self, store: MetadataPort) -> None:
+        await build(store)
+        created = await store.create(attrs.evolve(file_inode("/f"), inline=True), content=b"one")
+        updated = await store.update(
+            attrs.evolve(created, size=3, sha256="e" * 64), expected_version=1, content=b"two"
+        )
+        assert updated.version == 2 and updated.inline
+        assert await store.read_content(p("/f"), 2) == b"two"
+        assert await store.read_content(p("/f"), 1) is None
+
+    async def test_update_to_backend_bytes_drops_the_content(self, store: MetadataPort) -> None:
+        await build(store)
+        created = await store.create(attrs.evolve(file_inode("/f"), inline=True), content=b"one")
+        moved_out = await store.update(attrs.evolve(created, inline=False, size=10**6))
+        assert not moved_out.inline
+        assert await store.read_content(p("/f"), moved_out.version) is None
+        back_in = await store.update(attrs.evolve(moved_out, inline=True, size=4), content=b"back")
+        assert back_in.inline
+        assert await store.read_content(p("/f"), back_in.version) == b"back"
+
+    async def test_attribute_update_keeps_inline_content(self, store: MetadataPort) -> None:
+        await build(store)
+        created = await store.create(attrs.evolve(file_inode("/f"), inline=True), content=b"one")
+        chmod = await store.update(attrs.evolve(created, mode=0o600), expected_version=1)
+        assert chmod.inline and chmod.mode == 0o600
+        assert await store.read_content(p("/f"), chmod.version) == b"one"
+
+    async def test_rename_with_a_new_location_drops_inline_content(
+        self, store: MetadataPort
+    ) -> None:
+        await build(store, "/d/")
+        await store.create(attrs.evolve(file_inode("/d/f"), inline=True), content=b"one")
+        changes = EntryChanges(mode=0o640, location=("s3", None))
+        await store.rename(p("/d/f"), p("/d/g"), changes=changes)
+        moved = await store.get(p("/d/g"))
+        assert moved is not None and not moved.inline and moved.backend == "s3"
+        assert await store.read_content(p("/d/g"), moved.version) is None
+        kept = EntryChanges(mode=0o600)
+        await store.create(attrs.evolve(file_inode("/d/h"), inline=True), content=b"two")
+        await store.rename(p("/d/h"), p("/d/i"), changes=kept)
+        renamed = await store.get(p("/d/i"))
+        assert renamed is not None and renamed.inline and renamed.mode == 0o600
+        assert await store.read_content(p("/d/i"), renamed.version) == b"two"
+
+    async def test_failed_update_keeps_the_content(self, store: MetadataPort) -> None:
+        await build(store)
+        created = await store.create(attrs.evolve(file_inode("/f"), inline=True), content=b"one")
+        with pytest.raises(Conflict):
+            await store.update(created, expected_version=7, content=b"two")
+        assert await store.read_content(p("/f"), 1) == b"one"
+
+    async def test_failed_create_leaves_no_content(self, store: MetadataPort) -> None:
+        await build(store, "/f")
+        with pytest.raises(AlreadyExists):
+            await store.create(attrs.evolve(file_inode("/f"), inline=True), content=b"new")
+        assert await store.read_content(p("/f"), 1) is None
+
+    async def test_rename_carries_inline_content(self, store: MetadataPort) -> None:
+        await build(store, "/a/", "/a/b/", "/m/", "/m/old")
+        await store.create(attrs.evolve(file_inode("/a/b/f"), inline=True), content=b"deep")
+        await store.create(attrs.evolve(file_inode("/a/g"), inline=True), content=b"top")
+        await store.rename(p("/a"), p("/m/n"))
+        assert await store.read_content(p("/m/n/b/f"), 1) == b"deep"
+        assert await store.read_content(p("/m/n/g"), 1) == b"top"
+        assert await store.read_content(p("/a/g"), 1) is None
+        await store.rename(p("/m/n/g"), p("/m/old"), replace=True)
+        assert await store.read_content(p("/m/old"), 1) == b"top"
+
+    async def test_rename_over_an_inline_file_drops_its_content(self, store: MetadataPort) -> None:
+        await build(store, "/src")
+        await store.create(attrs.evolve(file_inode("/dst"), inline=True), content=b"gone")
+        await store.rename(p("/src"), p("/dst"), replace=True)
+        moved = await store.get(p("/dst"))
+        assert moved is not None and not moved.inline
+        assert await store.read_content(p("/dst"), moved.version) is None
+
+    async def test_delete_drops_inline_content(self, store: MetadataPort) -> None:
+        await build(store, "/d/")
+        await store.create(attrs.evolve(file_inode("/d/f"), inline=True), content=b"x")
+        await store.create(attrs.evolve(file_inode("/g"), inline=True), content=b"y")
+        removed = await store.delete(p("/g"))
+        assert [inode.inline for inode in removed] == [True]
+        await store.delete(p("/d"), recursive=True)
+        for path in ("/d/f", "/g"):
+            assert await store.read_content(p(path), 1) is None
+        # A new entry at a deleted path starts without the old bytes.
+        await store.create(file_inode("/g"))
+        assert await store.read_content(p("/g"), 1) is None
+
     # -- links ----------------------------------------------------------------
     async def test_create_and_get_link(self, store: MetadataPort) -> None:
         link = _link()

@@ -165,7 +165,7 @@ class Server(ServerProcess):
     @property
     def storage(self) -> Storage:
         """What the default backend really holds (files on disk or objects in a bucket)."""
-        return storage_for(self.config, self.files_root)
+        return storage_for(self.config, self.files_root, self.data_dir)
 
     def client(self, user: str | None = "alice", **kwargs: Any) -> httpx.Client:
         """An httpx client; ``user`` picks the API key (None: no key).

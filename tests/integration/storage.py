@@ -5,7 +5,9 @@ says, and that a failed upload left nothing behind. Each backend has its own
 view with the same questions, so the same tests run with ``localfs`` or
 ``s3`` as the default backend:
 
-* ``localfs``: ``/a/b.txt`` is ``<root>/a/b.txt``; leftovers are staging files
+* ``localfs``: ``/a/b.txt`` is ``<root>/a/b.txt``, or, for a small file
+  (``backend.localfs_inline_max_bytes``), a row of the metadata store (SQLite
+  ``contents``, PostgreSQL ``inodes.content``); leftovers are staging files
   (``.callfs-tmp-*``).
 * ``s3``: ``/a/b.txt`` is the object ``<prefix>a/b.txt``; directories live in
   the metadata store only (no marker objects); leftovers are incomplete
@@ -14,6 +16,7 @@ view with the same questions, so the same tests run with ``localfs`` or
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -48,21 +51,74 @@ class Storage(Protocol):
         ...
 
 
+class InlineContents:
+    """The small files a server keeps in its metadata store, read behind its back."""
+
+    def __init__(self, metadata: dict[str, Any], data_dir: Path) -> None:
+        self.dsn: str = metadata.get("dsn", "") if metadata.get("type") == "postgres" else ""
+        self.database = Path(metadata.get("sqlite_path") or data_dir / "callfs.sqlite3")
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if self.dsn:
+            import psycopg
+
+            with psycopg.connect(self.dsn) as conn:
+                return list(conn.execute(sql.replace("?", "%s"), params).fetchall())
+        if not self.database.exists():
+            return []
+        conn = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def read(self, rel: str) -> bytes | None:
+        if self.dsn:
+            sql = "SELECT content FROM inodes WHERE path = ? AND inline"
+        else:
+            sql = "SELECT data FROM contents WHERE path = ?"
+        rows = self._query(sql, ("/" + rel,))
+        return bytes(rows[0][0]) if rows else None
+
+    def names(self, rel: str) -> list[str]:
+        parent = "/" + rel.strip("/")
+        return [
+            row[0]
+            for row in self._query("SELECT name FROM inodes WHERE parent = ? AND inline", (parent,))
+        ]
+
+    def any_at_or_below(self, rel: str) -> bool:
+        path = "/" + rel.strip("/")
+        rows = self._query(
+            "SELECT 1 FROM inodes WHERE inline AND (path = ? OR (path > ? AND path < ?))",
+            (path, path + "/", path + "0"),
+        )
+        return bool(rows)
+
+
 class LocalStorage:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, inline: InlineContents | None = None) -> None:
         self.root = root
+        self.inline = inline
 
     def read(self, rel: str) -> bytes | None:
         path = self.root / rel
-        return path.read_bytes() if path.is_file() else None
+        if path.is_file():
+            return path.read_bytes()
+        return self.inline.read(rel) if self.inline is not None else None
 
     def children(self, rel: str) -> list[str]:
-        return sorted(p.name for p in (self.root / rel).iterdir())
+        names = {p.name for p in (self.root / rel).iterdir()}
+        if self.inline is not None:
+            names.update(self.inline.names(rel))
+        return sorted(names)
 
     def holds_directory(self, rel: str) -> bool:
         return (self.root / rel).is_dir()
 
     def absent(self, rel: str) -> bool:
+        if self.inline is not None and self.inline.any_at_or_below(rel):
+            return False
         return not (self.root / rel).exists()
 
     def leftovers(self) -> list[str]:
@@ -117,9 +173,9 @@ class S3Storage:
         return sorted(upload.object_name for upload in result.uploads)
 
 
-def storage_for(config: dict[str, Any], files_root: Path) -> Storage:
+def storage_for(config: dict[str, Any], files_root: Path, data_dir: Path) -> Storage:
     """The view of the default backend of a server started with ``config``."""
     backend = config.get("backend", {})
     if backend.get("default_backend") == "s3":
         return S3Storage(backend)
-    return LocalStorage(files_root)
+    return LocalStorage(files_root, InlineContents(config.get("metadata_store", {}), data_dir))

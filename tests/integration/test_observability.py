@@ -23,7 +23,9 @@ from test_system import Sample, parse_metrics, scrape, value_of
 
 from callfs_adapters.metrics import Metrics
 
-LOCALFS = {"backend": {"default_backend": "localfs"}}
+# Every file on disk, small ones too: these tests follow the storage backend's
+# metrics and spans, and break stored files behind the server's back.
+LOCALFS = {"backend": {"default_backend": "localfs", "localfs_inline_max_bytes": 0}}
 
 
 def registered_families() -> dict[str, str]:

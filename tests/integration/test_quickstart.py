@@ -25,6 +25,7 @@ import pytest
 from conftest import dies_with_parent, free_port
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from storage import InlineContents
 
 BIN = Path(sys.executable).parent
 
@@ -231,7 +232,9 @@ def test_quickstart_fresh_folder(quickstart: Quickstart, tmp_path: Path) -> None
     assert cert.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
     assert (data / "tls" / "server.key").exists()
     assert stat.S_IMODE((data / "tls" / "server.key").stat().st_mode) & 0o077 == 0
-    assert (data / "files" / "hello.txt").read_bytes() == b"hello\n"
+    # A small file: kept with its entry in the metadata database, not as a file.
+    assert not (data / "files" / "hello.txt").exists()
+    assert InlineContents({}, data).read("hello.txt") == b"hello\n"
     # The served certificate is the generated one.
     generated = x509.load_pem_x509_certificate(cert.read_bytes())
     assert served_certificate(quickstart.port) == generated.public_bytes(Encoding.DER)

@@ -278,6 +278,12 @@ def test_precedence_defaults_then_file_then_environment(tmp_path: Path) -> None:
         ("CALLFS_BACKEND__S3_ACCESS_KEY", "AKIA", ("backend", "s3_access_key"), "AKIA"),
         ("CALLFS_METADATA_STORE_REDIS_DB", "3", ("metadata_store", "redis_db"), 3),
         ("CALLFS_RATE_LIMIT_DOWNLOAD_BURST", "9", ("rate_limit", "download_burst"), 9),
+        (
+            "CALLFS_BACKEND_LOCALFS_INLINE_MAX_BYTES",
+            "0",
+            ("backend", "localfs_inline_max_bytes"),
+            0,
+        ),
         ("CALLFS_RATE_LIMIT__GENERATE_RPS", "2.5", ("rate_limit", "generate_rps"), 2.5),
         (
             "CALLFS_INSTANCE_DISCOVERY_INSTANCE_ID",
@@ -726,6 +732,14 @@ RULES: list[tuple[dict[str, str], str]] = [
     ({"CALLFS_SERVER_MAX_UPLOAD_BYTES": "0"}, "server.max_upload_bytes must be > 0"),
     ({"CALLFS_SERVER_READ_TIMEOUT": "-1ms"}, "server.read_timeout must not be negative"),
     ({"CALLFS_SERVER_WRITE_TIMEOUT": "-5"}, "server.write_timeout must not be negative"),
+    (
+        {"CALLFS_BACKEND_LOCALFS_INLINE_MAX_BYTES": "-1"},
+        "backend.localfs_inline_max_bytes must be between 0 and 1048576 (got -1)",
+    ),
+    (
+        {"CALLFS_BACKEND_LOCALFS_INLINE_MAX_BYTES": "2097152"},
+        "backend.localfs_inline_max_bytes must be between 0 and 1048576 (got 2097152)",
+    ),
     ({"CALLFS_SERVER_WORKERS": "0"}, "server.workers must be > 0"),
     # 5
     (

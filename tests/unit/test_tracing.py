@@ -56,6 +56,8 @@ def make_settings(folder: Path) -> Settings:
             "CALLFS_INSTANCE_DISCOVERY_INSTANCE_ID": INSTANCE,
             "CALLFS_RATE_LIMIT_GENERATE_RPS": "0",
             "CALLFS_RATE_LIMIT_DOWNLOAD_RPS": "0",
+            # The spans followed here are those of bytes on disk, even for small files.
+            "CALLFS_BACKEND_LOCALFS_INLINE_MAX_BYTES": "0",
         },
         cwd=str(folder),
     )

@@ -1,0 +1,208 @@
+"""Small files kept with their metadata entry (``EngineConfig.inline_max_bytes``)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from callfs_adapters.hmac_signer import HmacLinkSigner
+from callfs_adapters.local_lock import LocalLockManager
+from callfs_adapters.memory_blob import InMemoryBlobBackend
+from callfs_adapters.memory_metadata import InMemoryMetadataStore
+from callfs_adapters.system import RandomIdGenerator, SystemClock
+from callfs_core.engine import Engine, EngineConfig
+from callfs_core.errors import NotFound
+from callfs_core.model import Identity, ReadOptions, WriteMode
+from callfs_core.patching import PatchRequest
+from callfs_core.paths import FsPath
+
+pytestmark = pytest.mark.anyio
+
+ALICE = Identity("alice", frozenset({"alice"}))
+LIMIT = 16
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def metadata() -> InMemoryMetadataStore:
+    return InMemoryMetadataStore()
+
+
+@pytest.fixture
+def disk() -> InMemoryBlobBackend:
+    return InMemoryBlobBackend("localfs")
+
+
+@pytest.fixture
+def s3() -> InMemoryBlobBackend:
+    return InMemoryBlobBackend("s3")
+
+
+@pytest.fixture
+async def engine(
+    metadata: InMemoryMetadataStore, disk: InMemoryBlobBackend, s3: InMemoryBlobBackend
+) -> Engine:
+    e = Engine(
+        metadata=metadata,
+        backends={"localfs": disk, "s3": s3},
+        locks=LocalLockManager(),
+        signer=HmacLinkSigner("secret"),
+        clock=SystemClock(),
+        ids=RandomIdGenerator(),
+        config=EngineConfig(instance_id="i1", inline_max_bytes=LIMIT),
+    )
+    await e.start()
+    return e
+
+
+def P(text: str) -> FsPath:
+    return FsPath.parse(text)
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def put(engine: Engine, path: str, *parts: bytes) -> None:
+    await engine.write_file(ALICE, P(path), chunks(*parts), write_mode=WriteMode.UPSERT)
+
+
+async def read(engine: Engine, path: str, range_header: str | None = None) -> bytes:
+    result = await engine.read(ALICE, P(path), ReadOptions(range_header=range_header))
+    assert result.reader is not None
+    try:
+        return b"".join([chunk async for chunk in result.reader])
+    finally:
+        await result.reader.aclose()
+
+
+async def on_disk(disk: InMemoryBlobBackend, path: str) -> bytes | None:
+    if await disk.stat(P(path)) is None:
+        return None
+    reader = await disk.open(P(path))
+    try:
+        return b"".join([chunk async for chunk in reader])
+    finally:
+        await reader.aclose()
+
+
+async def test_small_body_is_kept_with_the_entry(
+    engine: Engine, metadata: InMemoryMetadataStore, disk: InMemoryBlobBackend
+) -> None:
+    await put(engine, "/a.txt", b"hello ", b"world")  # 11 bytes in two chunks
+    inode = await engine.stat(ALICE, P("/a.txt"))
+    assert inode.inline and inode.backend == "localfs" and inode.size == 11
+    assert inode.sha256 == hashlib.sha256(b"hello world").hexdigest()
+    assert await metadata.read_content(P("/a.txt"), inode.version) == b"hello world"
+    assert await on_disk(disk, "/a.txt") is None
+    assert await read(engine, "/a.txt") == b"hello world"
+    assert await read(engine, "/a.txt", "bytes=6-") == b"world"
+    assert await read(engine, "/a.txt", "bytes=-3") == b"rld"
+
+
+async def test_exactly_the_limit_is_inline_one_byte_more_is_not(
+    engine: Engine, disk: InMemoryBlobBackend
+) -> None:
+    await put(engine, "/at", b"x" * LIMIT)
+    await put(engine, "/over", b"y" * 10, b"y" * (LIMIT - 9))  # crosses in the 2nd chunk
+    assert (await engine.stat(ALICE, P("/at"))).inline
+    over = await engine.stat(ALICE, P("/over"))
+    assert not over.inline and over.size == LIMIT + 1
+    assert await on_disk(disk, "/over") == b"y" * (LIMIT + 1)
+    assert await read(engine, "/over") == b"y" * (LIMIT + 1)
+
+
+async def test_empty_file_is_inline(engine: Engine) -> None:
+    await put(engine, "/empty")
+    inode = await engine.stat(ALICE, P("/empty"))
+    assert inode.inline and inode.size == 0
+    assert await read(engine, "/empty") == b""
+
+
+async def test_replacing_moves_bytes_between_disk_and_entry(
+    engine: Engine, metadata: InMemoryMetadataStore, disk: InMemoryBlobBackend
+) -> None:
+    big = b"B" * (LIMIT * 4)
+    await put(engine, "/f", b"small")
+    await put(engine, "/f", big)  # inline -> disk
+    inode = await engine.stat(ALICE, P("/f"))
+    assert not inode.inline
+    assert await metadata.read_content(P("/f"), inode.version) is None
+    assert await on_disk(disk, "/f") == big
+    await put(engine, "/f", b"tiny")  # disk -> inline: the disk copy goes
+    inode = await engine.stat(ALICE, P("/f"))
+    assert inode.inline
+    assert await on_disk(disk, "/f") is None
+    assert await read(engine, "/f") == b"tiny"
+
+
+async def test_other_backends_never_inline(engine: Engine, s3: InMemoryBlobBackend) -> None:
+    await put(engine, "/f", b"on disk")
+    await engine.patch(ALICE, P("/f"), PatchRequest(name="f", backend="s3"))
+    moved = await engine.stat(ALICE, P("/f"))
+    assert moved.backend == "s3" and not moved.inline
+    assert await on_disk(s3, "/f") == b"on disk"  # relocated out of the entry
+    await put(engine, "/f", b"again")  # replaced on its backend, still s3
+    again = await engine.stat(ALICE, P("/f"))
+    assert again.backend == "s3" and not again.inline
+    assert await read(engine, "/f") == b"again"
+
+
+async def test_rename_chmod_and_delete_of_inline_files(
+    engine: Engine, metadata: InMemoryMetadataStore, disk: InMemoryBlobBackend
+) -> None:
+    await engine.create_directory(ALICE, P("/d"))
+    await put(engine, "/d/f", b"keep")
+    await engine.patch(ALICE, P("/d/f"), PatchRequest(name="g", mode="0600"))
+    moved = await engine.stat(ALICE, P("/d/g"))
+    assert moved.inline and moved.mode == 0o600
+    assert await read(engine, "/d/g") == b"keep"
+    await engine.patch(ALICE, P("/d"), PatchRequest(name="e"))
+    assert await read(engine, "/e/g") == b"keep"
+    removed = await engine.delete(ALICE, P("/e"), recursive=True)
+    assert removed.path == P("/e")
+    with pytest.raises(NotFound):
+        await engine.stat(ALICE, P("/e/g"))
+
+
+async def test_inline_file_moved_over_a_disk_file_removes_the_disk_copy(
+    engine: Engine, disk: InMemoryBlobBackend
+) -> None:
+    await put(engine, "/big", b"D" * (LIMIT * 2))
+    await put(engine, "/small", b"s")
+    await engine.patch(ALICE, P("/small"), PatchRequest(name="big", overwrite=True))
+    inode = await engine.stat(ALICE, P("/big"))
+    assert inode.inline
+    assert await on_disk(disk, "/big") is None
+    assert await read(engine, "/big") == b"s"
+    # And the other way round: a disk file moved over an inline one.
+    await put(engine, "/x", b"D" * (LIMIT * 2))
+    await engine.patch(ALICE, P("/x"), PatchRequest(name="big", overwrite=True))
+    inode = await engine.stat(ALICE, P("/big"))
+    assert not inode.inline
+    assert await on_disk(disk, "/big") == b"D" * (LIMIT * 2)
+
+
+async def test_limit_zero_keeps_every_file_on_disk(
+    metadata: InMemoryMetadataStore, disk: InMemoryBlobBackend
+) -> None:
+    e = Engine(
+        metadata=metadata,
+        backends={"localfs": disk},
+        locks=LocalLockManager(),
+        signer=HmacLinkSigner("secret"),
+        clock=SystemClock(),
+        ids=RandomIdGenerator(),
+        config=EngineConfig(instance_id="i1"),
+    )
+    await e.start()
+    await put(e, "/f", b"x")
+    assert not (await e.stat(ALICE, P("/f"))).inline
+    assert await on_disk(disk, "/f") == b"x"
