@@ -123,6 +123,8 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
 Append new steps; never edit a released one."""
 
 DEFAULT_BUSY_TIMEOUT: Final = 5.0  # seconds a writer waits for another one
+# Pauses (seconds) between inline tries of a busy database; None: go threaded.
+_INLINE_RETRY_PAUSES: Final = (0, 0, 0, 0.0005, 0.001, 0.002, None)
 _BATCH: Final = 500  # bound parameters per IN (...) query
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -619,15 +621,24 @@ class SqliteMetadataStore:
     async def _small(
         self, path: object, func: Callable[[sqlite3.Connection, *Ts], T], *args: *Ts
     ) -> T:
-        """A call touching one entry: inline when the database is free, else threaded."""
+        """A call touching one entry: inline when the database is free, else threaded.
+
+        Another process's write holds the database for tens of microseconds, so
+        a busy database is tried again on the loop a few times (letting other
+        requests run meanwhile) before the call moves to the threaded connection,
+        whose busy handler sleeps 1-100 ms between tries."""
         inline = self._inline
         if inline is not None:
-            try:
-                with _sqlite_errors(path):
-                    return func(inline, *args)
-            except BackendUnavailable as exc:
-                if not _is_busy(exc.__cause__):
-                    raise
+            for pause in _INLINE_RETRY_PAUSES:
+                try:
+                    with _sqlite_errors(path):
+                        return func(inline, *args)
+                except BackendUnavailable as exc:
+                    if not _is_busy(exc.__cause__):
+                        raise
+                if pause is None:
+                    break
+                await anyio.sleep(pause)
         return await self._run(path, func, *args)
 
     async def _run(

@@ -14,7 +14,7 @@ import openapi_check
 import pytest
 from procutil import dies_with_parent, free_port
 from serverproc import ServerProcess
-from storage import Storage, storage_for
+from storage import InlineContents, LocalStorage, Storage, storage_for
 
 from callfs_cli.quickstart import _new_certificate
 
@@ -166,6 +166,13 @@ class Server(ServerProcess):
     def storage(self) -> Storage:
         """What the default backend really holds (files on disk or objects in a bucket)."""
         return storage_for(self.config, self.files_root, self.data_dir)
+
+    @property
+    def local_storage(self) -> LocalStorage:
+        """What ``localfs`` holds: files on disk, small ones with their metadata entry."""
+        return LocalStorage(
+            self.files_root, InlineContents(self.config.get("metadata_store", {}), self.data_dir)
+        )
 
     def client(self, user: str | None = "alice", **kwargs: Any) -> httpx.Client:
         """An httpx client; ``user`` picks the API key (None: no key).

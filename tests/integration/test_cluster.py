@@ -57,7 +57,7 @@ def test_a_file_of_one_instance_is_served_and_changed_through_the_others(
     cluster: dict[str, Server], clients: dict[str, httpx.Client], unique: str
 ) -> None:
     a, b, c = (clients[n] for n in NAMES)
-    disk_a = cluster["a"].files_root
+    held_by_a = cluster["a"].local_storage
     data = os.urandom(300_000)
     assert a.put(f"/v1/files/{unique}/f.bin", content=data).status_code == 201
     for client in (b, c):
@@ -77,7 +77,7 @@ def test_a_file_of_one_instance_is_served_and_changed_through_the_others(
     replaced = b.put(f"/v1/files/{unique}/f.bin", content=b"second version")
     assert replaced.status_code == 200, replaced.text
     assert replaced.headers["etag"] == f'"{hashlib.sha256(b"second version").hexdigest()}"'
-    assert (disk_a / unique / "f.bin").read_bytes() == b"second version"
+    assert held_by_a.read(f"{unique}/f.bin") == b"second version"
     assert not (cluster["b"].files_root / unique / "f.bin").exists()
     for client in (a, b, c):
         assert client.get(f"/v1/files/{unique}/f.bin").content == b"second version"
@@ -87,11 +87,11 @@ def test_a_file_of_one_instance_is_served_and_changed_through_the_others(
     renamed = c.patch(f"/v1/files/{unique}/f.bin", json={"name": "g.bin"})
     assert renamed.status_code == 200, renamed.text
     assert renamed.json() == {"path": f"/{unique}/g.bin"}
-    assert (disk_a / unique / "g.bin").read_bytes() == b"second version"
+    assert held_by_a.read(f"{unique}/g.bin") == b"second version"
     assert [item["name"] for item in listings(clients, unique)] == ["g.bin"]
     assert b.get(f"/v1/files/{unique}/g.bin").content == b"second version"
     assert b.delete(f"/v1/files/{unique}/g.bin").status_code == 204
-    assert not (disk_a / unique / "g.bin").exists()
+    assert held_by_a.read(f"{unique}/g.bin") is None
     for client in (a, b, c):
         assert_error(client.get(f"/v1/files/{unique}/g.bin"), 404, "FILE_NOT_FOUND")
     assert listings(clients, unique) == []
@@ -113,7 +113,7 @@ def test_permissions_are_checked_for_the_real_caller(
                 403,
                 "PERMISSION_DENIED",
             )
-    assert (cluster["a"].files_root / unique / "mine.txt").read_bytes() == b"alice's"
+    assert cluster["a"].local_storage.read(f"{unique}/mine.txt") == b"alice's"
 
     # A file bob creates through C, forwarded nowhere: his, on C's disk.
     with cluster["c"].client("bob") as bob:
@@ -124,7 +124,7 @@ def test_permissions_are_checked_for_the_real_caller(
     # Replaced through A on bob's behalf (forwarded to C): still bob's file.
     with cluster["a"].client("bob") as bob:
         assert bob.put(f"/v1/files/{unique}-bob/b.txt", content=b"bob 2").status_code == 200
-    assert (cluster["c"].files_root / f"{unique}-bob" / "b.txt").read_bytes() == b"bob 2"
+    assert cluster["c"].local_storage.read(f"{unique}-bob/b.txt") == b"bob 2"
     assert clients["b"].head(f"/v1/files/{unique}-bob/b.txt").headers["x-callfs-owner"] == "bob"
 
 
