@@ -8,6 +8,7 @@ parsed values and receive inodes, readers and core errors.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -301,6 +302,12 @@ class Engine(MoveOperations):
             target.backend if target is not None else self.config.default_backend
         )
         staged = await self._stage(backend, path, body, digests)
+        if target is None and isinstance(staged, InlineBlob):
+            # A new small file takes no lock: its entry and its bytes appear in
+            # one atomic create, which fails if anything took the path since the
+            # lookup; then the locked commit below decides, as for any body.
+            with contextlib.suppress(AlreadyExists):
+                return await self._commit(identity, path, backend, staged, None, mode, content_type)
         try:
             async with (
                 self.locks.hold(f"file:{path}", timeout=self.config.file_op_timeout),

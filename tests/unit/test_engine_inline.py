@@ -13,7 +13,7 @@ from callfs_adapters.memory_blob import InMemoryBlobBackend
 from callfs_adapters.memory_metadata import InMemoryMetadataStore
 from callfs_adapters.system import RandomIdGenerator, SystemClock
 from callfs_core.engine import Engine, EngineConfig
-from callfs_core.errors import NotFound
+from callfs_core.errors import AlreadyExists, NotFound
 from callfs_core.model import Identity, ReadOptions, WriteMode
 from callfs_core.patching import PatchRequest
 from callfs_core.paths import FsPath
@@ -206,3 +206,26 @@ async def test_limit_zero_keeps_every_file_on_disk(
     await put(e, "/f", b"x")
     assert not (await e.stat(ALICE, P("/f"))).inline
     assert await on_disk(disk, "/f") == b"x"
+
+
+async def test_new_file_created_by_someone_else_meanwhile(engine: Engine) -> None:
+    """The lock-free create of a new small file falls back to the locked commit
+    when the path was taken while the body arrived."""
+
+    async def racing_body(rival: bytes, path: str = "/raced") -> AsyncIterator[bytes]:
+        yield b"mine"
+        await put(engine, path, rival)  # lands between the lookup and the commit
+
+    await engine.write_file(ALICE, P("/raced"), racing_body(b"theirs"), write_mode=WriteMode.UPSERT)
+    assert await read(engine, "/raced") == b"mine"  # PUT: replaces
+    inode = await engine.stat(ALICE, P("/raced"))
+    assert inode.version == 2 and inode.inline
+
+    with pytest.raises(AlreadyExists):
+        await engine.write_file(
+            ALICE,
+            P("/raced-post"),
+            racing_body(b"first", "/raced-post"),
+            write_mode=WriteMode.CREATE,
+        )
+    assert await read(engine, "/raced-post") == b"first"  # POST: the first one stays
