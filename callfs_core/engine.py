@@ -275,8 +275,11 @@ class Engine(MoveOperations):
 
         Headers, permissions and preconditions are checked before the body is
         read; the body is staged without a lock; the commit happens under the
-        path lock after re-checking existence and preconditions. Any failure
-        leaves the previous content intact.
+        path lock after re-checking existence and preconditions. A new file
+        small enough to be kept inline (``EngineConfig.inline_max_bytes``) is
+        created without a lock: one atomic create of entry and bytes, which
+        fails if the path was taken since the lookup, and then the locked
+        commit decides. Any failure leaves the previous content intact.
 
         Raises:
             AlreadyExists / IsADirectory: the path is taken (CREATE), or is a directory.
