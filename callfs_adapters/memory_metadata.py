@@ -177,12 +177,12 @@ class InMemoryMetadataStore:
             raise NotADirectory(path.parent)
 
     def _put(self, inode: Inode, content: bytes | None = None) -> None:
+        if inode.inline and content is None and inode.path not in self._contents:
+            raise ValueError(f"an inline file needs its content: {inode.path}")
         self._inodes[inode.path] = inode
         if inode.inline:
             if content is not None:
                 self._contents[inode.path] = bytes(content)
-            elif inode.path not in self._contents:
-                raise ValueError(f"an inline file needs its content: {inode.path}")
         else:
             self._contents.pop(inode.path, None)
         if not inode.path.is_root:

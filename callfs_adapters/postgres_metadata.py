@@ -151,6 +151,9 @@ def _pg_errors(path: object = "/") -> Iterator[None]:
         raise
     except psycopg.errors.UniqueViolation as exc:
         raise AlreadyExists(path) from exc
+    except psycopg.errors.CheckViolation as exc:
+        # A caller's bug (an inline entry without its bytes), not an outage.
+        raise ValueError(f"{path}: the entry breaks a check of the inodes table") from exc
     except psycopg.errors.ForeignKeyViolation as exc:
         raise NotFound(path, "the parent directory does not exist") from exc
     except psycopg.errors.QueryCanceled as exc:
@@ -507,6 +510,8 @@ class PostgresMetadataStore:
         return [_inode(row) for row in await self._fetch(root, query, (low, high))]
 
     async def create(self, inode: Inode, *, content: bytes | None = None) -> Inode:
+        if inode.inline and content is None:
+            raise ValueError(f"an inline file needs its content: {inode.path}")
         values = _inode_values(inode)
         data = _content(inode, content)
         parent = None if inode.path.is_root else str(inode.path.parent)
@@ -531,6 +536,7 @@ class PostgresMetadataStore:
         async with self._transaction(inode.path) as conn:
             # One statement: the version check, the attributes and the bytes
             # (NULL when the file is not inline) change together or not at all.
+            # An entry made inline without bytes breaks the table's check.
             cursor = await conn.execute(
                 "UPDATE inodes SET is_dir = %s, owner = %s, grp = %s, mode = %s, size = %s,"
                 " mtime = %s, ctime = %s, content_type = %s, sha256 = %s, backend = %s,"

@@ -769,6 +769,17 @@ class MetadataContract:
             await store.update(created, expected_version=7, content=b"two")
         assert await store.read_content(p("/f"), 1) == b"one"
 
+    async def test_an_inline_entry_needs_its_content(self, store: MetadataPort) -> None:
+        await build(store, "/f")
+        with pytest.raises(ValueError):
+            await store.create(attrs.evolve(file_inode("/g"), inline=True))
+        assert await store.get(p("/g")) is None
+        current = await store.get(p("/f"))
+        assert current is not None
+        with pytest.raises(ValueError):  # not inline yet: no bytes to keep
+            await store.update(attrs.evolve(current, inline=True))
+        assert await store.get(p("/f")) == current
+
     async def test_failed_create_leaves_no_content(self, store: MetadataPort) -> None:
         await build(store, "/f")
         with pytest.raises(AlreadyExists):
