@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import anyio.to_thread
+import attrs
 import pg_service
 import psycopg
 import pytest
@@ -82,6 +83,38 @@ async def test_migrations_are_recorded_and_idempotent(dsn: str) -> None:
     with _raw(dsn) as conn:
         rows = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
     assert [row[0] for row in rows] == versions
+
+
+async def test_a_database_of_the_previous_release_is_upgraded(dsn: str) -> None:
+    """Schema step 1 only (before inline files): migrating adds step 2, keeps every entry."""
+    with _raw(dsn) as conn:
+        for statement in postgres_metadata._MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (1)")
+        conn.execute(
+            "INSERT INTO inodes (path, parent, name, is_dir, owner, grp, mode, size, mtime,"
+            " ctime, content_type, sha256, backend, instance_id, version) VALUES"
+            " ('/', NULL, '', true, 'root', 'root', 1023, 0, now(), now(), NULL, NULL,"
+            " 'localfs', NULL, 1),"
+            " ('/old.txt', '/', 'old.txt', false, 'alice', 'alice', 420, 3, now(), now(),"
+            " 'text/plain', repeat('a', 64), 'localfs', 'i1', 4)"
+        )
+    assert await migrate(dsn) == list(range(2, len(postgres_metadata._MIGRATIONS) + 1))
+    store = PostgresMetadataStore(dsn)
+    await store.open()
+    try:
+        kept = await store.get(_p("/old.txt"))
+        assert kept is not None and not kept.inline and kept.version == 4
+        assert kept.size == 3 and kept.sha256 == "a" * 64
+        small = attrs.evolve(file_inode("/new.txt"), inline=True)
+        await store.create(small, content=b"new")
+        assert await store.read_content(_p("/new.txt"), 1) == b"new"
+    finally:
+        await store.close()
 
 
 async def test_concurrent_migrations_apply_each_version_once(dsn: str) -> None:

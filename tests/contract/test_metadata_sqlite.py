@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import attrs
 import pytest
 
 from callfs_adapters import sqlite_metadata
@@ -81,6 +82,42 @@ async def test_schema_version_pragmas_and_reopen(database: str) -> None:
         assert await reopened.get(FsPath.parse("/a/f")) is not None
     finally:
         await reopened.close()
+
+
+async def test_a_database_of_the_previous_release_is_upgraded(database: str) -> None:
+    """Schema step 1 only (before inline files): opening it adds step 2 and keeps every entry."""
+    conn = _raw(database)
+    for statement in sqlite_metadata._MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    old = (0, "alice", "alice", 0o644, 3, 0, 0, "text/plain", "a" * 64, "localfs", "i1", 4)
+    conn.execute(
+        "INSERT INTO inodes VALUES ('/', NULL, '', 1, 'root', 'root', 1023, 0, 0, 0, NULL,"
+        " NULL, 'localfs', NULL, 1)"
+    )
+    conn.execute(
+        "INSERT INTO inodes (path, parent, name, is_dir, owner, grp, mode, size, mtime, ctime,"
+        " content_type, sha256, backend, instance_id, version)"
+        " VALUES ('/old.txt', '/', 'old.txt', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        old,
+    )
+    conn.close()
+    store = SqliteMetadataStore(database)
+    await store.open()
+    try:
+        kept = await store.get(FsPath.parse("/old.txt"))
+        assert kept is not None and not kept.inline and kept.version == 4
+        assert kept.size == 3 and kept.sha256 == "a" * 64
+        small = attrs.evolve(file_inode("/new.txt"), inline=True)
+        await store.create(small, content=b"new")
+        assert await store.read_content(FsPath.parse("/new.txt"), 1) == b"new"
+    finally:
+        await store.close()
+    conn = _raw(database)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(sqlite_metadata._MIGRATIONS)
+    finally:
+        conn.close()
 
 
 async def test_newer_schema_is_refused(database: str) -> None:
