@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-from conftest import KEYS, Server
+import pytest
+from conftest import DEFAULT_BACKEND, KEYS, Server
 from helpers import put, run_concurrently
 from storage import Storage
 
@@ -252,9 +253,24 @@ def test_content_length_over_limit_is_rejected_at_once(make_server: Any) -> None
 # --------------------------------------------------------------------------- concurrent writers
 
 
-def test_concurrent_puts_to_one_path(server: Server, alice: httpx.Client, unique: str) -> None:
+INLINE_LIMIT = 16384  # backend.localfs_inline_max_bytes, the default
+
+
+def _upload_sizes(kind: str, count: int) -> list[int]:
+    if kind == "large":
+        return [256 * 1024 + 977 * i for i in range(count)]
+    if kind == "small":  # kept inline with their entry (backend.localfs_inline_max_bytes)
+        return [1000 + 97 * i for i in range(count)]
+    # Every other body small: the file moves between its entry and the disk.
+    return [1000 + 97 * i if i % 2 else 256 * 1024 + 977 * i for i in range(count)]
+
+
+@pytest.mark.parametrize("kind", ["large", "small", "mixed"])
+def test_concurrent_puts_to_one_path(
+    server: Server, alice: httpx.Client, unique: str, kind: str
+) -> None:
     count = 50
-    uploads = [os.urandom(256 * 1024 + 977 * i) for i in range(count)]
+    uploads = [os.urandom(size) for size in _upload_sizes(kind, count)]
     digests = {hashlib.sha256(u).hexdigest(): u for u in uploads}
     assert len(digests) == count
     path = f"{unique}/contended.bin"
@@ -289,8 +305,11 @@ def test_concurrent_puts_to_one_path(server: Server, alice: httpx.Client, unique
     assert final.headers["x-callfs-size"] == str(len(content))
     assert final.headers["content-length"] == str(len(content))
     assert final.headers["etag"] == f'"{digest}"'
-    # Metadata and storage agree.
+    # Metadata and storage agree, and only one copy is kept.
     assert server.storage.read(f"{unique}/contended.bin") == content
+    if DEFAULT_BACKEND == "localfs":
+        on_disk = server.files_root / unique / "contended.bin"
+        assert on_disk.exists() == (len(content) > INLINE_LIMIT), len(content)
     listing = alice.get(f"/v1/directories/{unique}").json()
     assert [(i["name"], i["size"], i["sha256"]) for i in listing["items"]] == [
         ("contended.bin", len(content), digest)
