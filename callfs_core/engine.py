@@ -421,6 +421,8 @@ class Engine(MoveOperations):
         inode = await self.metadata.update(
             updated, expected_version=current.version, content=content
         )
+        if content is not None:
+            self._contents.put(inode.sha256, content)
         if current.backend != backend.name or (content is not None and not current.inline):
             await self._discard_bytes(current)
         return WriteResult(inode, created=False)
@@ -450,6 +452,7 @@ class Engine(MoveOperations):
             if isinstance(staged, InlineBlob):
                 inode = attrs.evolve(inode, inline=True)
                 created = await self.metadata.create(inode, content=staged.content)
+                self._contents.put(created.sha256, staged.content)
                 return WriteResult(created, created=True)
             await staged.commit()
             try:

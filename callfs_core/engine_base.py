@@ -27,7 +27,7 @@ from callfs_core.errors import (
     PeerUnavailable,
     PermissionDenied,
 )
-from callfs_core.inline import BytesReader
+from callfs_core.inline import BytesReader, ContentCache
 from callfs_core.model import (
     ROOT_GROUP,
     ROOT_MODE,
@@ -82,6 +82,8 @@ class EngineConfig:
     # Files on the local disk (``localfs``) up to this size are kept by the
     # metadata store with their entry (``Inode.inline``); 0 turns that off.
     inline_max_bytes: int = 0
+    # Bytes of inline contents each engine keeps in memory (ContentCache).
+    inline_cache_bytes: int = 8 * 1024 * 1024
     link_retention: timedelta = timedelta(hours=24)
     # Names a PATCH may assign: users (owner), groups, and peer instances.
     users: frozenset[str] = frozenset()
@@ -182,6 +184,7 @@ class EngineBase:
         self.ids = ids
         self.config = config
         self.peers = peers
+        self._contents = ContentCache(config.inline_cache_bytes)
 
     # -- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -281,10 +284,13 @@ class EngineBase:
             acting = identity.user if identity is not None else None
             return await peer.open(owner, inode.path, byte_range, acting)
         if inode.inline:
-            content = await self.metadata.read_content(inode.path, inode.version)
+            content = self._contents.get(inode.sha256)
             if content is None:
-                log.error("inconsistency: inline file without its bytes at %s", inode.path)
-                raise NotFound(inode.path)
+                content = await self.metadata.read_content(inode.path, inode.version)
+                if content is None:
+                    log.error("inconsistency: inline file without its bytes at %s", inode.path)
+                    raise NotFound(inode.path)
+                self._contents.put(inode.sha256, content)
             return BytesReader(content, byte_range)
         backend = self._backend(inode.backend)
         try:

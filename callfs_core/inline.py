@@ -14,6 +14,7 @@ chunk in memory.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 
 import attrs
@@ -21,7 +22,7 @@ import attrs
 from callfs_core.model import BlobInfo, ByteRange
 from callfs_core.ports import StagedBlob
 
-__all__ = ["BytesReader", "InlineBlob", "stage_small"]
+__all__ = ["BytesReader", "ContentCache", "InlineBlob", "stage_small"]
 
 
 @attrs.define
@@ -92,3 +93,37 @@ async def _replay(held: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterato
         yield held.pop(0)
     async for chunk in rest:
         yield chunk
+
+
+class ContentCache:
+    """Recently read or written inline contents, keyed by their SHA-256, at most
+    ``budget`` bytes (least recently used out first).
+
+    Keyed by digest, an entry can never be stale: the bytes whose SHA-256 an
+    inode names are those bytes, whichever path, version or process wrote
+    them. So it needs no invalidation, and it is safe where the metadata cache
+    is not (instances sharing PostgreSQL), where it saves a database round trip
+    per read of a small file.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._held = 0
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, sha256: str | None) -> bytes | None:
+        if sha256 is None:
+            return None
+        data = self._entries.get(sha256)
+        if data is not None:
+            self._entries.move_to_end(sha256)
+        return data
+
+    def put(self, sha256: str | None, data: bytes) -> None:
+        if sha256 is None or len(data) > self.budget // 16 or sha256 in self._entries:
+            return
+        self._entries[sha256] = data
+        self._held += len(data)
+        while self._held > self.budget:
+            _, dropped = self._entries.popitem(last=False)
+            self._held -= len(dropped)

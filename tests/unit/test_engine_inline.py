@@ -14,6 +14,7 @@ from callfs_adapters.memory_metadata import InMemoryMetadataStore
 from callfs_adapters.system import RandomIdGenerator, SystemClock
 from callfs_core.engine import Engine, EngineConfig
 from callfs_core.errors import AlreadyExists, NotFound
+from callfs_core.inline import ContentCache
 from callfs_core.model import Identity, ReadOptions, WriteMode
 from callfs_core.patching import PatchRequest
 from callfs_core.paths import FsPath
@@ -229,3 +230,37 @@ async def test_new_file_created_by_someone_else_meanwhile(engine: Engine) -> Non
             write_mode=WriteMode.CREATE,
         )
     assert await read(engine, "/raced-post") == b"first"  # POST: the first one stays
+
+
+async def test_another_engine_reads_the_bytes_from_the_store(
+    engine: Engine, metadata: InMemoryMetadataStore, disk: InMemoryBlobBackend
+) -> None:
+    """A second engine on the same store (another worker) has nothing cached."""
+    await put(engine, "/shared", b"from the store")
+    other = Engine(
+        metadata=metadata,
+        backends={"localfs": disk},
+        locks=LocalLockManager(),
+        signer=HmacLinkSigner("secret"),
+        clock=SystemClock(),
+        ids=RandomIdGenerator(),
+        config=EngineConfig(instance_id="i1", inline_max_bytes=LIMIT),
+    )
+    assert await read(other, "/shared", "bytes=5-7") == b"the"
+    assert await read(other, "/shared") == b"from the store"
+    await put(other, "/shared", b"changed")  # the first engine caches by digest
+    assert await read(engine, "/shared") == b"changed"
+
+
+def test_content_cache_is_keyed_by_digest_and_bounded() -> None:
+    cache = ContentCache(budget=160)
+    assert cache.get(None) is None
+    cache.put(None, b"ignored")
+    for index in range(20):
+        cache.put(f"sha-{index}", bytes([index]) * 10)  # 200 bytes offered
+    assert cache.get("sha-0") is None  # least recently used went first
+    assert cache.get("sha-19") == bytes([19]) * 10
+    held = [f"sha-{i}" for i in range(20) if cache.get(f"sha-{i}") is not None]
+    assert len(held) == 16  # 160 bytes
+    cache.put("big", b"x" * 11)  # more than a sixteenth of the budget: not kept
+    assert cache.get("big") is None
