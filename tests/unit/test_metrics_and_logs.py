@@ -40,6 +40,7 @@ from callfs_cli.config_model import (
 from callfs_cli.logs import JsonFormatter, SecretRedactor, configure_logging, secrets_of
 from callfs_core.engine import Engine, EngineConfig
 from callfs_core.errors import BackendUnavailable, LockTimeout
+from callfs_core.model import Inode
 from callfs_core.paths import FsPath
 from callfs_http.app import create_app
 from callfs_http.auth import Authenticator, build_identities
@@ -136,6 +137,63 @@ class FailingMetadata(InMemoryMetadataStore):
 
     async def get_many(self, paths: object) -> None:  # type: ignore[override]
         raise BackendUnavailable("the metadata store is unreachable")
+
+
+class SlowMetadata(InMemoryMetadataStore):
+    """``get`` answers after ``delay`` seconds (None: never); ``/boom`` fails after a wait."""
+
+    def __init__(self, delay: float | None) -> None:
+        super().__init__()
+        self.delay = delay
+        self.cleaned_up = 0
+
+    async def get(self, path: FsPath) -> Inode | None:
+        if self.delay == 0:
+            return await super().get(path)  # no suspension at all
+        try:
+            if self.delay is None:
+                await anyio.sleep_forever()
+            await anyio.sleep(self.delay)
+            if path == FsPath.parse("/boom"):
+                raise BackendUnavailable("failed after waiting")
+            return await super().get(path)
+        finally:
+            self.cleaned_up += 1
+
+
+async def test_metadata_call_that_never_suspends() -> None:
+    metrics = Metrics()
+    store = InstrumentedMetadata(SlowMetadata(0), metrics, timeout=5)
+    assert await store.get(FsPath.parse("/x")) is None
+    assert sample(metrics, "callfs_metadata_db_queries_total", operation="get") == 1
+
+
+async def test_metadata_call_that_suspends_answers_or_fails() -> None:
+    metrics = Metrics()
+    inner = SlowMetadata(0.01)
+    store = InstrumentedMetadata(inner, metrics, timeout=5)
+    assert await store.get(FsPath.parse("/x")) is None
+    with pytest.raises(BackendUnavailable, match="failed after waiting") as raised:
+        await store.get(FsPath.parse("/boom"))
+    assert error_component(raised.value) == "metadata"
+    assert inner.cleaned_up == 2
+    assert sample(metrics, "callfs_metadata_db_queries_total", operation="get") == 2
+
+
+async def test_metadata_timeout_and_cancellation_reach_a_suspended_call() -> None:
+    metrics = Metrics()
+    inner = SlowMetadata(None)
+    store = InstrumentedMetadata(inner, metrics, timeout=0.05)
+    with pytest.raises(BackendUnavailable, match="did not answer in time") as raised:
+        await store.get(FsPath.parse("/x"))
+    assert error_component(raised.value) == "metadata"
+    assert inner.cleaned_up == 1  # the store's coroutine was cancelled, not abandoned
+    patient = InstrumentedMetadata(inner, metrics, timeout=60)
+    with anyio.move_on_after(0.05) as scope:
+        await patient.get(FsPath.parse("/x"))
+    assert scope.cancelled_caught
+    assert inner.cleaned_up == 2
+    assert sample(metrics, "callfs_metadata_db_queries_total", operation="get") == 2
 
 
 async def test_decorators_name_the_failing_component() -> None:
