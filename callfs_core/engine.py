@@ -79,6 +79,11 @@ __all__ = [
 log = logging.getLogger("callfs.engine")
 
 
+class _BytesPlaced(Exception):
+    """A new file's bytes were committed at its path, but its metadata create
+    found the path taken (see ``Engine._commit_over_lock_free_create``)."""
+
+
 class Engine(MoveOperations):
     """The CallFS use cases. Construct it with adapters for every port.
 
@@ -322,11 +327,66 @@ class Engine(MoveOperations):
                     # Recreated through another instance while this body arrived.
                     raise Conflict(path, "the file was replaced through another instance")
                 evaluate_preconditions(preconditions, path, current, safe_method=False)
-                result = await self._commit(
-                    identity, path, backend, staged, current, mode, content_type
-                )
+                try:
+                    result = await self._commit(
+                        identity, path, backend, staged, current, mode, content_type
+                    )
+                except (AlreadyExists, _BytesPlaced) as taken:
+                    if current is not None:
+                        raise
+                    # A new small file was created without the lock since
+                    # `current` was read (nothing else creates without it):
+                    # decide again against it, as if it had been there before.
+                    result = await self._commit_over_lock_free_create(
+                        identity,
+                        path,
+                        backend,
+                        staged,
+                        mode,
+                        content_type,
+                        write_mode,
+                        preconditions,
+                        placed=isinstance(taken, _BytesPlaced),
+                    )
         except BaseException:
             await staged.abort()
+            raise
+        return result
+
+    async def _commit_over_lock_free_create(
+        self,
+        identity: Identity,
+        path: FsPath,
+        backend: BlobBackendPort,
+        staged: StagedBlob,
+        mode: int | None,
+        content_type: str | None,
+        write_mode: WriteMode,
+        preconditions: Preconditions,
+        *,
+        placed: bool,
+    ) -> WriteResult:
+        """Finish a locked write whose create found the path taken by a new
+        inline file. ``placed``: this write's bytes are already at the path on
+        the backend (the other file has none there); they stay for a
+        replacement and go when this write fails."""
+        try:
+            current = await self.metadata.get(path)
+            if current is None:  # only a locked writer deletes, and we hold the lock
+                raise Conflict(path, "the file changed while it was written")
+            self._check_write_target(path, current, write_mode)
+            if self._owner_elsewhere(current) is not None:
+                raise Conflict(path, "the file was replaced through another instance")
+            evaluate_preconditions(preconditions, path, current, safe_method=False)
+            stored_type = choose_content_type(content_type, path.name)
+            with anyio.CancelScope(shield=True):
+                result = await self._commit_replacement(
+                    backend, staged, current, self.clock.now(), stored_type, placed=placed
+                )
+        except BaseException:
+            if placed:
+                with anyio.CancelScope(shield=True):
+                    await backend.delete(path)
             raise
         return result
 
@@ -404,9 +464,11 @@ class Engine(MoveOperations):
         current: Inode,
         now: datetime,
         stored_type: str,
+        *,
+        placed: bool = False,
     ) -> WriteResult:
         content = staged.content if isinstance(staged, InlineBlob) else None
-        if content is None:
+        if content is None and not placed:
             await staged.commit()
         updated = attrs.evolve(
             current,
@@ -457,6 +519,10 @@ class Engine(MoveOperations):
             await staged.commit()
             try:
                 created = await self.metadata.create(inode)
+            except AlreadyExists:
+                # Taken by a new inline file created without the lock (it has no
+                # bytes at the path): the caller decides, these bytes in place.
+                raise _BytesPlaced(path) from None
             except BaseException:
                 await backend.delete(path)
                 raise

@@ -13,9 +13,9 @@ from callfs_adapters.memory_blob import InMemoryBlobBackend
 from callfs_adapters.memory_metadata import InMemoryMetadataStore
 from callfs_adapters.system import RandomIdGenerator, SystemClock
 from callfs_core.engine import Engine, EngineConfig
-from callfs_core.errors import AlreadyExists, NotFound
+from callfs_core.errors import AlreadyExists, NotFound, PreconditionFailed
 from callfs_core.inline import ContentCache
-from callfs_core.model import Identity, ReadOptions, WriteMode
+from callfs_core.model import Identity, Inode, Preconditions, ReadOptions, WriteMode
 from callfs_core.patching import PatchRequest
 from callfs_core.paths import FsPath
 
@@ -264,3 +264,80 @@ def test_content_cache_is_keyed_by_digest_and_bounded() -> None:
     assert len(held) == 16  # 160 bytes
     cache.put("big", b"x" * 11)  # more than a sixteenth of the budget: not kept
     assert cache.get("big") is None
+
+
+class RacingMetadata(InMemoryMetadataStore):
+    """Before the first create of a file (past the writer's checks, under the
+    lock for a body on disk), a small file is written at its path without the
+    lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rival: tuple[Engine, str, bytes] | None = None
+
+    async def create(self, inode: Inode, *, content: bytes | None = None) -> Inode:
+        if self.rival is not None and inode.is_file:
+            engine, path, data = self.rival
+            self.rival = None
+            await put(engine, path, data)  # lock-free: the path is still free
+        return await super().create(inode, content=content)
+
+
+@pytest.fixture
+async def racing(disk: InMemoryBlobBackend) -> tuple[Engine, RacingMetadata]:
+    metadata = RacingMetadata()
+    e = Engine(
+        metadata=metadata,
+        backends={"localfs": disk},
+        locks=LocalLockManager(),
+        signer=HmacLinkSigner("secret"),
+        clock=SystemClock(),
+        ids=RandomIdGenerator(),
+        config=EngineConfig(instance_id="i1", inline_max_bytes=LIMIT),
+    )
+    await e.start()
+    return e, metadata
+
+
+@pytest.mark.parametrize("body", [b"L" * (LIMIT * 4), b"small"], ids=["large", "small"])
+async def test_locked_new_file_replaces_a_small_file_created_meanwhile(
+    racing: tuple[Engine, RacingMetadata], disk: InMemoryBlobBackend, body: bytes
+) -> None:
+    engine, metadata = racing
+    metadata.rival = (engine, "/f", b"rival")
+    # A small body takes the lock-free create too, and falls back to the lock.
+    await engine.write_file(ALICE, P("/f"), chunks(body), write_mode=WriteMode.UPSERT)
+    assert await read(engine, "/f") == body
+    inode = await engine.stat(ALICE, P("/f"))
+    assert inode.version == 2 and inode.inline == (len(body) <= LIMIT)
+    assert await on_disk(disk, "/f") == (None if inode.inline else body)
+
+
+async def test_locked_post_of_a_large_file_loses_to_a_small_file_created_meanwhile(
+    racing: tuple[Engine, RacingMetadata], disk: InMemoryBlobBackend
+) -> None:
+    engine, metadata = racing
+    metadata.rival = (engine, "/f", b"rival")
+    with pytest.raises(AlreadyExists, match="use PUT"):
+        await engine.write_file(
+            ALICE, P("/f"), chunks(b"L" * (LIMIT * 4)), write_mode=WriteMode.CREATE
+        )
+    assert await read(engine, "/f") == b"rival"
+    assert await on_disk(disk, "/f") is None  # the loser's bytes were removed
+
+
+async def test_locked_put_if_none_match_loses_to_a_small_file_created_meanwhile(
+    racing: tuple[Engine, RacingMetadata], disk: InMemoryBlobBackend
+) -> None:
+    engine, metadata = racing
+    metadata.rival = (engine, "/f", b"rival")
+    with pytest.raises(PreconditionFailed):
+        await engine.write_file(
+            ALICE,
+            P("/f"),
+            chunks(b"L" * (LIMIT * 4)),
+            write_mode=WriteMode.UPSERT,
+            preconditions=Preconditions(if_none_match=("*",)),
+        )
+    assert await read(engine, "/f") == b"rival"
+    assert await on_disk(disk, "/f") is None
