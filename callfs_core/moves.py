@@ -177,9 +177,22 @@ class MoveOperations(EngineBase):
             if plan.create_parents:
                 await self._ensure_parents(identity, destination, target_backend)
             with anyio.CancelScope(shield=True):
-                moved = await self._relocate(
-                    current, destination, target_backend, replaced, self._changes(plan), holders
-                )
+                try:
+                    moved = await self._relocate(
+                        current, destination, target_backend, replaced, self._changes(plan), holders
+                    )
+                except AlreadyExists:
+                    if replaced is not None or destination == source.path:
+                        raise
+                    # A new small file appeared at the destination since the check
+                    # (the one create that takes no lock); the failed move was
+                    # undone: check again and move as if it had been there.
+                    replaced = await self._check_destination(identity, current, destination, plan)
+                    if replaced is None:
+                        raise
+                    moved = await self._relocate(
+                        current, destination, target_backend, replaced, self._changes(plan), holders
+                    )
                 if replaced is not None and (
                     replaced.backend != target_backend.name or moved.inline
                 ):

@@ -15,7 +15,7 @@ from callfs_adapters.system import RandomIdGenerator, SystemClock
 from callfs_core.engine import Engine, EngineConfig
 from callfs_core.errors import AlreadyExists, NotFound, PreconditionFailed
 from callfs_core.inline import ContentCache
-from callfs_core.model import Identity, Inode, Preconditions, ReadOptions, WriteMode
+from callfs_core.model import EntryChanges, Identity, Inode, Preconditions, ReadOptions, WriteMode
 from callfs_core.patching import PatchRequest
 from callfs_core.paths import FsPath
 
@@ -341,3 +341,60 @@ async def test_locked_put_if_none_match_loses_to_a_small_file_created_meanwhile(
         )
     assert await read(engine, "/f") == b"rival"
     assert await on_disk(disk, "/f") is None
+
+
+class RacingRename(InMemoryMetadataStore):
+    """Before the first rename, a small file is written at its destination
+    without the lock (after the move's last check)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rival: tuple[Engine, str, bytes] | None = None
+
+    async def rename(
+        self,
+        source: FsPath,
+        destination: FsPath,
+        *,
+        replace: bool = False,
+        changes: EntryChanges | None = None,
+    ) -> Inode | None:
+        if self.rival is not None:
+            engine, path, data = self.rival
+            self.rival = None
+            await put(engine, path, data)
+        return await super().rename(source, destination, replace=replace, changes=changes)
+
+
+@pytest.mark.parametrize("size", [LIMIT * 4, 5], ids=["on disk", "inline"])
+@pytest.mark.parametrize("overwrite", [True, False])
+async def test_move_onto_a_small_file_created_meanwhile(
+    disk: InMemoryBlobBackend, size: int, overwrite: bool
+) -> None:
+    metadata = RacingRename()
+    engine = Engine(
+        metadata=metadata,
+        backends={"localfs": disk},
+        locks=LocalLockManager(),
+        signer=HmacLinkSigner("secret"),
+        clock=SystemClock(),
+        ids=RandomIdGenerator(),
+        config=EngineConfig(instance_id="i1", inline_max_bytes=LIMIT),
+    )
+    await engine.start()
+    data = b"m" * size
+    await put(engine, "/src", data)
+    metadata.rival = (engine, "/dst", b"rival")
+    request = PatchRequest(name="dst", overwrite=overwrite)
+    if not overwrite:
+        with pytest.raises(AlreadyExists):
+            await engine.patch(ALICE, P("/src"), request)
+        assert await read(engine, "/src") == data  # the move was undone
+        assert await read(engine, "/dst") == b"rival"
+        return
+    await engine.patch(ALICE, P("/src"), request)
+    assert await read(engine, "/dst") == data
+    with pytest.raises(NotFound):
+        await engine.stat(ALICE, P("/src"))
+    assert await on_disk(disk, "/dst") == (data if size > LIMIT else None)
+    assert await on_disk(disk, "/src") is None
