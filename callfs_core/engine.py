@@ -322,11 +322,7 @@ class Engine(MoveOperations):
                 self._commit_lock(path),
             ):
                 current = await self.metadata.get(path)
-                self._check_write_target(path, current, write_mode)
-                if current is not None and self._owner_elsewhere(current) is not None:
-                    # Recreated through another instance while this body arrived.
-                    raise Conflict(path, "the file was replaced through another instance")
-                evaluate_preconditions(preconditions, path, current, safe_method=False)
+                self._recheck(path, current, write_mode, preconditions)
                 try:
                     result = await self._commit(
                         identity, path, backend, staged, current, mode, content_type
@@ -338,11 +334,9 @@ class Engine(MoveOperations):
                     # `current` was read (nothing else creates without it):
                     # decide again against it, as if it had been there before.
                     result = await self._commit_over_lock_free_create(
-                        identity,
                         path,
                         backend,
                         staged,
-                        mode,
                         content_type,
                         write_mode,
                         preconditions,
@@ -353,13 +347,25 @@ class Engine(MoveOperations):
             raise
         return result
 
+    def _recheck(
+        self,
+        path: FsPath,
+        current: Inode | None,
+        write_mode: WriteMode,
+        preconditions: Preconditions,
+    ) -> None:
+        """The checks a commit repeats under the path lock, against the entry there now."""
+        self._check_write_target(path, current, write_mode)
+        if current is not None and self._owner_elsewhere(current) is not None:
+            # Recreated through another instance while this body arrived.
+            raise Conflict(path, "the file was replaced through another instance")
+        evaluate_preconditions(preconditions, path, current, safe_method=False)
+
     async def _commit_over_lock_free_create(
         self,
-        identity: Identity,
         path: FsPath,
         backend: BlobBackendPort,
         staged: StagedBlob,
-        mode: int | None,
         content_type: str | None,
         write_mode: WriteMode,
         preconditions: Preconditions,
@@ -374,10 +380,7 @@ class Engine(MoveOperations):
             current = await self.metadata.get(path)
             if current is None:  # only a locked writer deletes, and we hold the lock
                 raise Conflict(path, "the file changed while it was written")
-            self._check_write_target(path, current, write_mode)
-            if self._owner_elsewhere(current) is not None:
-                raise Conflict(path, "the file was replaced through another instance")
-            evaluate_preconditions(preconditions, path, current, safe_method=False)
+            self._recheck(path, current, write_mode, preconditions)
             stored_type = choose_content_type(content_type, path.name)
             with anyio.CancelScope(shield=True):
                 result = await self._commit_replacement(

@@ -45,21 +45,28 @@ def s3() -> InMemoryBlobBackend:
     return InMemoryBlobBackend("s3")
 
 
-@pytest.fixture
-async def engine(
-    metadata: InMemoryMetadataStore, disk: InMemoryBlobBackend, s3: InMemoryBlobBackend
+async def make_engine(
+    metadata: InMemoryMetadataStore, *backends: InMemoryBlobBackend, limit: int = LIMIT
 ) -> Engine:
-    e = Engine(
+    """An engine on these adapters, started (the root seeded once per store)."""
+    engine = Engine(
         metadata=metadata,
-        backends={"localfs": disk, "s3": s3},
+        backends={backend.name: backend for backend in backends},
         locks=LocalLockManager(),
         signer=HmacLinkSigner("secret"),
         clock=SystemClock(),
         ids=RandomIdGenerator(),
-        config=EngineConfig(instance_id="i1", inline_max_bytes=LIMIT),
+        config=EngineConfig(instance_id="i1", inline_max_bytes=limit),
     )
-    await e.start()
-    return e
+    await engine.start()
+    return engine
+
+
+@pytest.fixture
+async def engine(
+    metadata: InMemoryMetadataStore, disk: InMemoryBlobBackend, s3: InMemoryBlobBackend
+) -> Engine:
+    return await make_engine(metadata, disk, s3)
 
 
 def P(text: str) -> FsPath:
@@ -194,16 +201,7 @@ async def test_inline_file_moved_over_a_disk_file_removes_the_disk_copy(
 async def test_limit_zero_keeps_every_file_on_disk(
     metadata: InMemoryMetadataStore, disk: InMemoryBlobBackend
 ) -> None:
-    e = Engine(
-        metadata=metadata,
-        backends={"localfs": disk},
-        locks=LocalLockManager(),
-        signer=HmacLinkSigner("secret"),
-        clock=SystemClock(),
-        ids=RandomIdGenerator(),
-        config=EngineConfig(instance_id="i1"),
-    )
-    await e.start()
+    e = await make_engine(metadata, disk, limit=0)
     await put(e, "/f", b"x")
     assert not (await e.stat(ALICE, P("/f"))).inline
     assert await on_disk(disk, "/f") == b"x"
@@ -237,15 +235,7 @@ async def test_another_engine_reads_the_bytes_from_the_store(
 ) -> None:
     """A second engine on the same store (another worker) has nothing cached."""
     await put(engine, "/shared", b"from the store")
-    other = Engine(
-        metadata=metadata,
-        backends={"localfs": disk},
-        locks=LocalLockManager(),
-        signer=HmacLinkSigner("secret"),
-        clock=SystemClock(),
-        ids=RandomIdGenerator(),
-        config=EngineConfig(instance_id="i1", inline_max_bytes=LIMIT),
-    )
+    other = await make_engine(metadata, disk)
     assert await read(other, "/shared", "bytes=5-7") == b"the"
     assert await read(other, "/shared") == b"from the store"
     await put(other, "/shared", b"changed")  # the first engine caches by digest
@@ -286,16 +276,7 @@ class RacingMetadata(InMemoryMetadataStore):
 @pytest.fixture
 async def racing(disk: InMemoryBlobBackend) -> tuple[Engine, RacingMetadata]:
     metadata = RacingMetadata()
-    e = Engine(
-        metadata=metadata,
-        backends={"localfs": disk},
-        locks=LocalLockManager(),
-        signer=HmacLinkSigner("secret"),
-        clock=SystemClock(),
-        ids=RandomIdGenerator(),
-        config=EngineConfig(instance_id="i1", inline_max_bytes=LIMIT),
-    )
-    await e.start()
+    e = await make_engine(metadata, disk)
     return e, metadata
 
 
@@ -372,16 +353,7 @@ async def test_move_onto_a_small_file_created_meanwhile(
     disk: InMemoryBlobBackend, size: int, overwrite: bool
 ) -> None:
     metadata = RacingRename()
-    engine = Engine(
-        metadata=metadata,
-        backends={"localfs": disk},
-        locks=LocalLockManager(),
-        signer=HmacLinkSigner("secret"),
-        clock=SystemClock(),
-        ids=RandomIdGenerator(),
-        config=EngineConfig(instance_id="i1", inline_max_bytes=LIMIT),
-    )
-    await engine.start()
+    engine = await make_engine(metadata, disk)
     data = b"m" * size
     await put(engine, "/src", data)
     metadata.rival = (engine, "/dst", b"rival")
