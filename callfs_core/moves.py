@@ -246,19 +246,20 @@ class MoveOperations(EngineBase):
         replace = replaced is not None
         if target.name == origin.name:
             others = [self._backend(name) for name in sorted(holders - {origin.name})]
+            moved_on: list[BlobBackendPort] = []  # undone if the metadata fails
             if not source.inline:  # an inline file's bytes move with its entry
                 await origin.move(source.path, destination)
-            moved_too: list[BlobBackendPort] = []
+                moved_on.append(origin)
             try:
                 for other in others:
                     with contextlib.suppress(NotFound):  # nothing of the tree there
                         await other.move(source.path, destination)
-                        moved_too.append(other)
+                        moved_on.append(other)
                 await self.metadata.rename(
                     source.path, destination, replace=replace, changes=changes
                 )
             except BaseException:
-                for backend in [*([] if source.inline else [origin]), *moved_too]:
+                for backend in moved_on:
                     await backend.move(destination, source.path)
                 raise
             moved = await self.metadata.get(destination)
